@@ -1,0 +1,112 @@
+"""The inventory after parsing: frozen dataclasses, the only currency past the loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Accel(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    QEMU = "qemu"
+
+
+class NetworkMode(StrEnum):
+    USER = "user"  # QEMU user-mode networking, SSH forwarded to 127.0.0.1:<ssh_port>
+    BRIDGE = "bridge"  # a host bridge; static address rendered into network-config
+
+
+class DockerMode(StrEnum):
+    ROOTLESS = "rootless"  # rootless daemon for the workload user; system dockerd disabled
+    ROOTFUL = "rootful"  # system daemon with userns-remap (plus rootless for the workload user)
+    NONE = "none"
+
+
+class Role(StrEnum):
+    K8S_CONTROL_PLANE = "k8s-control-plane"
+    K8S_WORKER = "k8s-worker"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What goes into a golden image; its hash is the image's cache key."""
+
+    name: str
+    suite: str
+    mirror: str
+    snapshot: str | None  # snapshot.debian.org timestamp, e.g. 20261101T000000Z
+    kernel_flavour: str  # e.g. cloud-amd64 -> linux-image-cloud-amd64
+    extra_packages: tuple[str, ...]
+    source_date_epoch: int  # fixed timestamp for reproducible builds
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    uri: str
+    pool_name: str
+    pool_path: str  # a path on the hypervisor, which may be remote: kept as text
+    accel: Accel
+    require_nvme: bool
+    known_hosts: Path | None  # pinned host keys of a remote hypervisor
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    mode: NetworkMode
+    bridge: str | None
+    cidr: str | None  # e.g. 10.20.0.0/24 (bridge mode)
+    gateway: str | None
+    dns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Admin:
+    """The operator's login on every node."""
+
+    name: str
+    ssh_keys: tuple[str, ...]  # public keys authorised for the admin
+    managed_key: bool  # provision generates and keeps an operator key pair in the state dir
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    hypervisor: str
+    network: str
+    address: str | None  # static interface address (bridge mode), e.g. 10.20.0.11/24
+    ssh_port: int | None  # loopback forward (user mode)
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    cmdline_extra: tuple[str, ...]
+    roles: tuple[Role, ...]
+    docker: DockerMode
+    admin: Admin
+    workload_user: str
+    sysctl: tuple[tuple[str, str], ...]  # overrides on top of the hardening set, sorted
+    labels: tuple[tuple[str, str], ...]  # owner/env labels, sorted
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    name: str
+    source: Path
+    state_dir: Path
+    image: ImageSpec
+    hypervisors: tuple[Hypervisor, ...]
+    networks: tuple[Network, ...]
+    nodes: tuple[Node, ...]
+
+    def hypervisor(self, name: str) -> Hypervisor:
+        return next(h for h in self.hypervisors if h.name == name)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
