@@ -35,7 +35,8 @@ def run(
     """
     args = tuple(str(a) for a in argv)
     try:
-        proc = subprocess.run(
+        # argv list and shell=False: arguments are never interpreted by a shell.
+        proc = subprocess.run(  # noqa: S603
             args,
             input=input,
             env=dict(env) if env is not None else None,

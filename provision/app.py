@@ -1,0 +1,96 @@
+"""Use cases behind the CLI verbs: load, render, plan. No printing, no exiting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from provision import golden, hostkeys, hypervisor, inventory, paths, render
+from provision.errors import ProvisionError
+from provision.facts import AccelChoice, choose_accel, cpu_flags
+from provision.model import Accel, Hypervisor, Inventory, Node
+from provision.plan import Action, NodePlan, plan_node
+
+
+class UsageError(ProvisionError):
+    exit_code = 2
+
+
+def select(inv: Inventory, names: Sequence[str] | None) -> tuple[Node, ...]:
+    """The nodes named by --nodes (all when none), in inventory order."""
+    if not names:
+        return inv.nodes
+    known = {n.name for n in inv.nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown node(s): {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
+        )
+    return tuple(n for n in inv.nodes if n.name in names)
+
+
+def is_local(uri: str) -> bool:
+    return (
+        uri.split("://", 1)[0] in ("qemu", "qemu+unix")
+        and "://" in uri
+        and (uri.split("://", 1)[1].startswith("/"))
+    )
+
+
+def probe_accel(hv: Hypervisor) -> AccelChoice:
+    """Resolve `accel` for a hypervisor. Local: from /dev/kvm and /proc/cpuinfo here.
+
+    Remote hypervisors are production KVM hosts: `auto` means kvm, checked at `up` time.
+    """
+    if not is_local(hv.uri):
+        return AccelChoice(Accel.KVM if hv.accel is Accel.AUTO else hv.accel, None)
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    return choose_accel(hv.accel, os.path.exists("/dev/kvm"), cpu_flags(cpuinfo))
+
+
+def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Rendered, list[str]]:
+    """Render the nodes with their persistent keys; returns warnings for the user."""
+    keys = {
+        n.name: hostkeys.load_or_create(paths.node_host_key(inv, n.name), n.name) for n in nodes
+    }
+    admin = None
+    if any(n.admin.managed_key for n in nodes):
+        admin = hostkeys.load_or_create(paths.admin_key(inv), f"provision@{inv.name}").public
+    warnings: list[str] = []
+    accels: dict[str, Accel] = {}
+    for hv_name in dict.fromkeys(n.hypervisor for n in nodes):
+        choice = probe_accel(inv.hypervisor(hv_name))
+        accels[hv_name] = choice.accel
+        if choice.warning:
+            warnings.append(f"{hv_name}: {choice.warning}")
+    ref = golden.resolve(inv.image, inv.state_dir)
+    if not ref.resolved:
+        warnings.append(
+            f"golden image {ref.image_id[:16]} is not built yet: digests are marked unresolved "
+            "(run `provision image build`)"
+        )
+    return render.render(inv, ref, keys, admin, accels, nodes), warnings
+
+
+def plan(rendered: render.Rendered) -> list[NodePlan]:
+    """Compare each rendered node with what its hypervisor's libvirt reports."""
+    plans: list[NodePlan] = []
+    by_hv: dict[str, list[render.NodeRender]] = {}
+    for r in rendered.nodes:
+        by_hv.setdefault(r.hypervisor.name, []).append(r)
+    for renders in by_hv.values():
+        with hypervisor.connect(renders[0].hypervisor.uri) as conn:
+            for r in renders:
+                plans.append(plan_node(r, conn.domain(r.node.name)))
+    return plans
+
+
+__all__ = ["Action", "UsageError", "load", "plan", "render_inventory", "select"]
+
+
+def load(path: Path) -> Inventory:
+    return inventory.load(path)

@@ -1,0 +1,344 @@
+"""Loading an inventory: YAML -> checked, merged (defaults -> groups -> node), frozen Inventory.
+
+Every problem is collected and raised at once as a located ConfigError.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from provision import settings as S
+from provision.errors import ConfigError, Problem
+from provision.model import (
+    Accel,
+    Admin,
+    DockerMode,
+    Hypervisor,
+    ImageSpec,
+    Inventory,
+    Network,
+    NetworkMode,
+    Node,
+    Role,
+)
+from provision.yamlsrc import Value
+from provision.yamlsrc import load as load_yaml
+
+
+def load(path: Path) -> Inventory:
+    """Load and check an inventory file; raise ConfigError listing every problem."""
+    return build(load_yaml(path), path)
+
+
+def build(root: Value, path: Path) -> Inventory:
+    problems: list[Problem] = []
+    top = _top(root, problems)
+    if problems and not top:
+        raise ConfigError(problems)
+
+    image = S.parse_section(S.IMAGE, top.get("image", Value({}, root.loc)), "image", problems)
+    hypervisors = _named(top, "hypervisors", S.HYPERVISOR, problems, partial=False)
+    networks = _named(top, "networks", S.NETWORK, problems, partial=False)
+    defaults = (
+        S.parse_section(S.NODE, top["defaults"], "defaults", problems, partial=True)
+        if "defaults" in top
+        else S.Parsed()
+    )
+    groups = _named(top, "groups", S.NODE, problems, partial=True)
+    raw_nodes = _named(top, "nodes", S.NODE + S.NODE_ONLY, problems, partial=True)
+    if "nodes" in top and top["nodes"].is_map and not top["nodes"].data:
+        problems.append(top["nodes"].loc.problem("nodes", "at least one node is required"))
+
+    for name, parsed in networks.items():
+        _check_network(name, parsed, top["networks"], problems)
+
+    nodes: list[Node] = []
+    for name, parsed in raw_nodes.items():
+        node_loc = top["nodes"].data[name]
+        merged, origin = _merge(name, parsed, defaults, groups, node_loc, problems)
+        if merged is None:
+            continue
+        node = _node(name, merged, origin, node_loc, hypervisors, networks, problems)
+        if node is not None:
+            nodes.append(node)
+    _check_unique(nodes, raw_nodes, top, problems)
+
+    if problems:
+        raise ConfigError(problems)
+    name = top["name"].data
+    state = top.get("state_dir")
+    return Inventory(
+        name=name,
+        source=path,
+        state_dir=Path(state.data if state else "~/.local/share/provision").expanduser(),
+        image=ImageSpec(
+            name=image.values["name"],
+            suite=image.values["suite"],
+            mirror=image.values["mirror"],
+            snapshot=image.values["snapshot"],
+            kernel_flavour=image.values["kernel_flavour"],
+            extra_packages=tuple(image.values["extra_packages"]),
+            source_date_epoch=image.values["source_date_epoch"],
+        ),
+        hypervisors=tuple(
+            Hypervisor(
+                name=h,
+                uri=v.values["uri"],
+                pool_name=v.values["pool_name"],
+                pool_path=v.values["pool_path"],
+                accel=Accel(v.values["accel"]),
+                require_nvme=v.values["require_nvme"],
+                known_hosts=_relative(path, v.values["known_hosts"]),
+            )
+            for h, v in hypervisors.items()
+        ),
+        networks=tuple(
+            Network(
+                name=n,
+                mode=NetworkMode(v.values["mode"]),
+                bridge=v.values["bridge"],
+                cidr=v.values["cidr"],
+                gateway=v.values["gateway"],
+                dns=tuple(v.values["dns"]),
+            )
+            for n, v in networks.items()
+        ),
+        nodes=tuple(nodes),
+    )
+
+
+def _relative(inventory: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else inventory.parent / p
+
+
+def _top(root: Value, problems: list[Problem]) -> dict[str, Value]:
+    if not root.is_map:
+        problems.append(root.loc.problem("", "an inventory must be a mapping"))
+        return {}
+    known = {s.name: s for s in S.TOP}
+    top: dict[str, Value] = {}
+    for key, value in root.data.items():
+        if key not in known:
+            problems.append(root.key_locs[key].problem(key, f"unknown key{S._closest(key, known)}"))
+        elif key in ("name", "state_dir"):
+            if S.parse_value(known[key], value, key, problems) is not None:
+                top[key] = value
+        elif not value.is_map:
+            problems.append(value.loc.problem(key, "expected a mapping"))
+        else:
+            top[key] = value
+    for setting in S.TOP:
+        if setting.required and setting.name not in root.data:
+            problems.append(root.loc.problem("", f"missing required key {setting.name!r}"))
+    return top
+
+
+def _named(
+    top: dict[str, Value],
+    key: str,
+    table: tuple[S.Setting, ...],
+    problems: list[Problem],
+    *,
+    partial: bool,
+) -> dict[str, S.Parsed]:
+    out: dict[str, S.Parsed] = {}
+    if key not in top:
+        return out
+    for name, value in top[key].data.items():
+        path = f"{key}.{name}"
+        if (
+            S.parse_value(
+                S.Setting("name", S.Kind.STR, "", pattern=S.NAME),
+                Value(name, top[key].key_locs[name]),
+                path,
+                problems,
+            )
+            is None
+        ):
+            continue
+        if value.data is None and partial:
+            value = Value({}, value.loc)  # `node1:` with nothing under it takes the defaults
+        out[name] = S.parse_section(table, value, path, problems, partial=partial)
+    return out
+
+
+def _merge(
+    name: str,
+    node: S.Parsed,
+    defaults: S.Parsed,
+    groups: dict[str, S.Parsed],
+    node_value: Value,
+    problems: list[Problem],
+) -> tuple[dict[str, Any] | None, dict[str, Value]]:
+    """defaults, then each group in order, then the node: scalars and lists replace, maps merge."""
+    layers = [defaults]
+    for i, group in enumerate(node.values.get("groups", ())):
+        if group not in groups:
+            where = node.locs["groups"].data[i]
+            problems.append(
+                where.loc.problem(f"nodes.{name}.groups[{i}]", f"unknown group {group!r}")
+            )
+            return None, {}
+        layers.append(groups[group])
+    layers.append(node)
+    merged: dict[str, Any] = {}
+    origin: dict[str, Value] = {}
+    for layer in layers:
+        for key, value in layer.values.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+            origin[key] = layer.locs[key]
+    for setting in S.NODE + S.NODE_ONLY:
+        if setting.name in merged:
+            continue
+        if setting.required:
+            problems.append(
+                node_value.loc.problem(
+                    f"nodes.{name}",
+                    f"missing required key {setting.name!r} "
+                    "(set it on the node, a group or defaults)",
+                )
+            )
+        else:
+            merged[setting.name] = setting.default
+    admin = {s.name: s.default for s in S.ADMIN} | merged["admin"]
+    merged["admin"] = admin
+    return merged, origin
+
+
+def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[Problem]) -> None:
+    v, path, loc = parsed.values, f"networks.{name}", networks.data[name].loc
+    if v.get("mode") != NetworkMode.BRIDGE:
+        return
+    for key in ("bridge", "cidr"):
+        if v.get(key) is None:
+            problems.append(loc.problem(path, f"bridge mode needs {key!r}"))
+    for key in (
+        "cidr",
+        "gateway",
+        *[f"dns[{i}]" for i in range(len(v.get("dns", ())))],
+    ):
+        text = v["dns"][int(key[4:-1])] if key.startswith("dns[") else v.get(key)
+        if text is None:
+            continue
+        try:
+            ipaddress.ip_network(text) if key == "cidr" else ipaddress.ip_address(text)
+        except ValueError as exc:
+            base = key.split("[")[0]
+            problems.append(parsed.locs[base].loc.problem(f"{path}.{key}", str(exc)))
+
+
+def _node(
+    name: str,
+    v: dict[str, Any],
+    origin: dict[str, Value],
+    node_value: Value,
+    hypervisors: dict[str, S.Parsed],
+    networks: dict[str, S.Parsed],
+    problems: list[Problem],
+) -> Node | None:
+    path = f"nodes.{name}"
+    before = len(problems)
+
+    def bad(key: str, message: str) -> None:
+        loc = origin[key].loc if key in origin else node_value.loc
+        problems.append(loc.problem(f"{path}.{key}", message))
+
+    if v["hypervisor"] not in hypervisors:
+        bad("hypervisor", f"unknown hypervisor {v['hypervisor']!r}")
+    network = networks.get(v["network"])
+    if network is None:
+        bad("network", f"unknown network {v['network']!r}")
+    elif network.values.get("mode") == NetworkMode.USER:
+        if v["ssh_port"] is None:
+            bad(
+                "ssh_port",
+                "a node on a user-mode network needs ssh_port (loopback SSH forward)",
+            )
+        if v["address"] is not None:
+            bad("address", "a user-mode network takes no static address")
+    elif network.values.get("mode") == NetworkMode.BRIDGE:
+        if v["address"] is None:
+            bad(
+                "address",
+                "a node on a bridged network needs a static address (e.g. 10.0.0.5/24)",
+            )
+        else:
+            _check_address(v["address"], network.values.get("cidr"), bad)
+    admin = v["admin"]
+    if not admin["managed_key"] and not admin["ssh_keys"]:
+        bad("admin", "no way to log in: set admin.ssh_keys or admin.managed_key: true")
+    if admin["name"] == v["workload_user"]:
+        bad(
+            "workload_user",
+            "must differ from admin.name (the workload user has no sudo)",
+        )
+    if len(problems) > before:
+        return None
+    return Node(
+        name=name,
+        hypervisor=v["hypervisor"],
+        network=v["network"],
+        address=v["address"],
+        ssh_port=v["ssh_port"],
+        vcpus=v["vcpus"],
+        memory_mib=v["memory_mib"],
+        disk_gib=v["disk_gib"],
+        cmdline_extra=tuple(v["cmdline_extra"]),
+        roles=tuple(Role(r) for r in dict.fromkeys(v["roles"])),
+        docker=DockerMode(v["docker"]),
+        admin=Admin(admin["name"], tuple(admin["ssh_keys"]), admin["managed_key"]),
+        workload_user=v["workload_user"],
+        sysctl=tuple(sorted(v["sysctl"].items())),
+        labels=tuple(sorted(v["labels"].items())),
+        groups=tuple(v["groups"]),
+    )
+
+
+def _check_address(text: str, cidr: str | None, bad: Any) -> None:
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError as exc:
+        bad("address", str(exc))
+        return
+    if "/" not in text:
+        bad("address", f"{text!r} needs a prefix length, e.g. {text}/24")
+    elif cidr is not None:
+        try:
+            subnet = ipaddress.ip_network(cidr)
+        except ValueError:
+            return  # reported on the network
+        if iface.ip not in subnet:
+            bad("address", f"{iface.ip} is outside the network's cidr {subnet}")
+
+
+def _check_unique(
+    nodes: list[Node],
+    raw: dict[str, S.Parsed],
+    top: dict[str, Value],
+    problems: list[Problem],
+) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for node in nodes:
+        keys = []
+        if node.ssh_port is not None:
+            keys.append((f"{node.hypervisor} ssh_port", str(node.ssh_port), "ssh_port"))
+        if node.address is not None:
+            keys.append(("address", node.address.split("/")[0], "address"))
+        for scope, value, key in keys:
+            other = seen.setdefault((scope, value), node.name)
+            if other != node.name:
+                loc = raw[node.name].locs.get(key, top["nodes"].data[node.name]).loc
+                problems.append(
+                    loc.problem(
+                        f"nodes.{node.name}.{key}",
+                        f"{value} is already used by {other}",
+                    )
+                )

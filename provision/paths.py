@@ -1,0 +1,28 @@
+"""Where an inventory's local state lives under its state directory.
+
+libvirt is the source of truth for nodes; this directory only holds what libvirt must not
+(private keys) and what is shared between inventories (built images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provision.model import Inventory
+
+
+def inventory_dir(inv: Inventory) -> Path:
+    return inv.state_dir / "inventories" / inv.name
+
+
+def node_host_key(inv: Inventory, node: str) -> Path:
+    return inventory_dir(inv) / "nodes" / node / "ssh_host_ed25519_key"
+
+
+def admin_key(inv: Inventory) -> Path:
+    """The managed operator key (admin.managed_key: true)."""
+    return inventory_dir(inv) / "admin_ed25519"
+
+
+def known_hosts(inv: Inventory) -> Path:
+    return inventory_dir(inv) / "known_hosts"
