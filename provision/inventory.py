@@ -188,6 +188,9 @@ def _merge(
     layers.append(node)
     merged: dict[str, Any] = {}
     origin: dict[str, Value] = {}
+    invalid = set().union(*(layer.invalid for layer in layers))
+    if invalid:
+        return None, {}  # already reported; checks on a half-valid node would only cascade
     for layer in layers:
         for key, value in layer.values.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -195,10 +198,12 @@ def _merge(
             else:
                 merged[key] = value
             origin[key] = layer.locs[key]
+    missing = False
     for setting in S.NODE + S.NODE_ONLY:
         if setting.name in merged:
             continue
         if setting.required:
+            missing = True
             problems.append(
                 node_value.loc.problem(
                     f"nodes.{name}",
@@ -208,6 +213,8 @@ def _merge(
             )
         else:
             merged[setting.name] = setting.default
+    if missing:
+        return None, {}
     admin = {s.name: s.default for s in S.ADMIN} | merged["admin"]
     merged["admin"] = admin
     return merged, origin
@@ -215,7 +222,7 @@ def _merge(
 
 def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[Problem]) -> None:
     v, path, loc = parsed.values, f"networks.{name}", networks.data[name].loc
-    if v.get("mode") != NetworkMode.BRIDGE:
+    if v.get("mode") != NetworkMode.BRIDGE or parsed.invalid:
         return
     for key in ("bridge", "cidr"):
         if v.get(key) is None:

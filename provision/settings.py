@@ -293,6 +293,7 @@ class Parsed:
 
     values: dict[str, Any] = field(default_factory=dict)
     locs: dict[str, Value] = field(default_factory=dict)
+    invalid: set[str] = field(default_factory=set)  # present but wrong: already reported
 
 
 def _type_name(data: Any) -> str:
@@ -409,6 +410,8 @@ def parse_section(
         if result is not None:
             parsed.values[key] = result
             parsed.locs[key] = item
+        else:
+            parsed.invalid.add(key)
     if not partial:
         for setting in table:
             if setting.name in value.data:

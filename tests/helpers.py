@@ -1,0 +1,43 @@
+"""Deterministic inputs for unit tests: fixed keys, a resolved golden ref, rendering helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provision import hostkeys, inventory, render
+from provision.golden import GoldenRef
+from provision.model import Accel, Inventory
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "inventories" / "local.yaml"
+OSLO = ROOT / "inventories" / "oslo.yaml"
+
+GOLDEN = GoldenRef(
+    image_id="1" * 64,
+    rootfs_sha256="a" * 64,
+    kernel_sha256="b" * 64,
+    initrd_sha256="c" * 64,
+    kernel_version="6.1.0-99-cloud-amd64",
+)
+UNBUILT = GoldenRef("1" * 64, None, None, None, None)
+ADMIN_KEY = hostkeys.from_private_bytes(b"\xaa" * 32, "provision@test")
+
+
+def keys_for(inv: Inventory) -> dict[str, hostkeys.KeyPair]:
+    """One fixed host key per node (seeded by its position) so golden files are stable."""
+    return {
+        n.name: hostkeys.from_private_bytes(bytes([i + 1]) * 32, n.name)
+        for i, n in enumerate(inv.nodes)
+    }
+
+
+def render_inv(inv: Inventory, golden: GoldenRef = GOLDEN, accel: Accel = Accel.QEMU) -> render.Rendered:
+    return render.render(
+        inv, golden, keys_for(inv), ADMIN_KEY.public, {h.name: accel for h in inv.hypervisors}
+    )
+
+
+def load_text(tmp_path: Path, text: str, name: str = "inv.yaml") -> Inventory:
+    path = tmp_path / name
+    path.write_text(text)
+    return inventory.load(path)
