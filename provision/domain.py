@@ -82,20 +82,22 @@ def metadata_xml(meta: NodeMeta) -> str:
 def parse_metadata(text: str) -> NodeMeta:
     """Read our metadata element back (from a domain XML or from libvirt's metadata())."""
     root = ET.fromstring(text)
-    el = root if root.tag == f"{{{NS}}}node" else root.find(f".//{{{NS}}}node")
+    # libvirt's metadata() hands the element back without its namespace; a full domain XML has it.
+    ns = "" if root.tag == "node" else f"{{{NS}}}"
+    el = root if root.tag in ("node", f"{ns}node") else root.find(f".//{ns}node")
     if el is None:
         raise ValueError("no provision metadata")
 
     def get(tag: str) -> str:
-        child = el.find(f"{{{NS}}}{tag}")
+        child = el.find(f"{ns}{tag}")
         return (child.text or "") if child is not None else ""
 
     def attr(tag: str, name: str) -> str:
-        child = el.find(f"{{{NS}}}{tag}")
+        child = el.find(f"{ns}{tag}")
         return child.get(name, "") if child is not None else ""
 
     labels = tuple(
-        (lab.get("key", ""), lab.text or "") for lab in el.iterfind(f"{{{NS}}}labels/{{{NS}}}label")
+        (lab.get("key", ""), lab.text or "") for lab in el.iterfind(f"{ns}labels/{ns}label")
     )
     return NodeMeta(
         inventory=get("inventory"),

@@ -1,0 +1,93 @@
+"""`plan` against libvirt's test driver: absent, identical, changed and foreign domains."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from provision import app, inventory
+from provision.hypervisor import connect
+from provision.model import Hypervisor, Inventory
+from provision.plan import Action
+from tests.helpers import LOCAL, render_inv
+
+TEST_URI = "test:///default"  # one shared in-process hypervisor per test process
+
+
+def _inventory(name: str) -> Inventory:
+    """The local inventory pointed at the test driver, with a node name unique to the test."""
+    inv = inventory.load(LOCAL)
+    hv = dataclasses.replace(inv.hypervisors[0], uri=TEST_URI)
+    node = dataclasses.replace(inv.nodes[0], name=name)
+    return dataclasses.replace(inv, hypervisors=(hv,), nodes=(node,))
+
+
+@pytest.fixture
+def conn() -> Iterator[libvirt.virConnect]:
+    c = libvirt.open(TEST_URI)
+    yield c
+    for dom in c.listAllDomains():
+        if dom.name().startswith("plan-"):
+            dom.undefine()
+    c.close()
+
+
+def test_absent_domain_is_created(conn: libvirt.virConnect) -> None:
+    plans = app.plan(render_inv(_inventory("plan-absent")))
+    assert [(p.node, p.action) for p in plans] == [("plan-absent", Action.CREATE)]
+
+
+def test_identical_domain_needs_nothing(conn: libvirt.virConnect) -> None:
+    rendered = render_inv(_inventory("plan-same"))
+    conn.defineXMLFlags(rendered.nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    [p] = app.plan(rendered)
+    assert p.action is Action.NOTHING, p
+
+
+def test_changed_node_is_an_update_naming_the_change(conn: libvirt.virConnect) -> None:
+    inv = _inventory("plan-changed")
+    conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    bigger = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], memory_mib=2048),))
+    [p] = app.plan(render_inv(bigger))
+    assert p.action is Action.UPDATE
+    assert "memory: 1536 -> 2048" in p.changes
+
+
+def test_foreign_domain_is_refused_and_untouched(conn: libvirt.virConnect) -> None:
+    foreign = (
+        "<domain type='test'><name>plan-foreign</name><memory>131072</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    conn.defineXML(foreign)
+    before = conn.lookupByName("plan-foreign").XMLDesc(0)
+    [p] = app.plan(render_inv(_inventory("plan-foreign")))
+    assert p.action is Action.REFUSE and "not ours" in p.reason
+    assert conn.lookupByName("plan-foreign").XMLDesc(0) == before
+
+
+def test_domain_of_another_inventory_is_refused(conn: libvirt.virConnect) -> None:
+    other = _inventory("plan-other")
+    conn.defineXMLFlags(
+        render_inv(dataclasses.replace(other, name="elsewhere")).nodes[0].domain_xml,
+        libvirt.VIR_DOMAIN_DEFINE_VALIDATE,
+    )
+    [p] = app.plan(render_inv(other))
+    assert p.action is Action.REFUSE and "elsewhere" in p.reason
+
+
+def test_unreachable_hypervisor_is_one_clear_error() -> None:
+    from provision.errors import HypervisorError
+
+    with pytest.raises(HypervisorError) as exc, connect("qemu+unix:///system?socket=/nonexistent"):
+        pass
+    assert "cannot connect to qemu+unix:///system" in str(exc.value)
+
+
+def test_hypervisor_record_is_frozen() -> None:
+    hv = inventory.load(LOCAL).hypervisors[0]
+    assert isinstance(hv, Hypervisor)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hv.uri = "x"  # type: ignore[misc]
