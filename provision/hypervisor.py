@@ -5,14 +5,20 @@ Everything returned is plain data (facts); deciding what to do with them is pure
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import libvirt
 
 from provision import domain
 from provision.errors import HypervisorError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,179 @@ class Connection:
             self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"{self.uri}: libvirt rejected the domain: {exc}") from exc
+
+    # --- storage -------------------------------------------------------------------------------
+
+    def ensure_pool(self, name: str, xml: str) -> bool:
+        """Define, build and start the pool if needed; True if anything changed."""
+        changed = False
+        try:
+            pool = self._conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise HypervisorError(f"{self.uri}: cannot look up pool {name}: {exc}") from exc
+            pool = self._call(f"define pool {name}", self._conn.storagePoolDefineXML, xml, 0)
+            self._call(f"build pool {name}", pool.build, 0)  # creates the directory
+            changed = True
+        want = ET.fromstring(xml).findtext("target/path")
+        have = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if want != have:
+            raise HypervisorError(
+                f"{self.uri}: pool {name} exists at {have}, the inventory says {want}",
+                hint="rename the pool (pool_name) or fix pool_path",
+            )
+        if not pool.isActive():
+            self._call(f"start pool {name}", pool.create, 0)
+            changed = True
+        if not pool.autostart():
+            self._call(f"autostart pool {name}", pool.setAutostart, 1)
+        return changed
+
+    def _pool(self, name: str) -> libvirt.virStoragePool:
+        try:
+            pool = self._conn.storagePoolLookupByName(name)
+            pool.refresh(0)
+            return pool
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: storage pool {name}: {exc}") from exc
+
+    def pool_free_bytes(self, pool_name: str) -> int:
+        return int(self._pool(pool_name).info()[3])
+
+    def volumes(self, pool_name: str) -> dict[str, int]:
+        """Volume name -> size in bytes (capacity)."""
+        pool = self._pool(pool_name)
+        return {v.name(): int(v.info()[1]) for v in pool.listAllVolumes(0)}
+
+    def upload(
+        self,
+        pool_name: str,
+        name: str,
+        source: Path,
+        volume_xml: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Create a volume and fill it through a libvirt stream (works over qemu+ssh:// too)."""
+        pool = self._pool(pool_name)
+        size = source.stat().st_size
+        vol = self._call(f"create volume {name}", pool.createXML, volume_xml, 0)
+        stream = self._conn.newStream(0)
+        sent = 0
+        fd = os.open(source, os.O_RDONLY)
+        try:
+
+            def chunk(_stream: object, nbytes: int, _opaque: object) -> bytes:
+                nonlocal sent
+                data = os.read(fd, min(nbytes, 4 << 20))
+                sent += len(data)
+                if progress is not None:
+                    progress(sent, size)
+                return data
+
+            vol.upload(stream, 0, size, 0)
+            stream.sendAll(chunk, None)
+            stream.finish()
+        except libvirt.libvirtError as exc:
+            stream.abort()
+            self._delete(vol)  # a half-written artifact of ours is never worth keeping
+            raise HypervisorError(f"{self.uri}: upload of {name} failed: {exc}") from exc
+        except BaseException:
+            stream.abort()
+            self._delete(vol)
+            raise
+        finally:
+            os.close(fd)
+
+    def create_volume(self, pool_name: str, xml: str) -> None:
+        pool = self._pool(pool_name)
+        self._call("create volume", pool.createXML, xml, 0)
+
+    def delete_volume(self, pool_name: str, name: str) -> bool:
+        pool = self._pool(pool_name)
+        try:
+            vol = pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise HypervisorError(f"{self.uri}: volume {name}: {exc}") from exc
+        self._delete(vol)
+        return True
+
+    def _delete(self, vol: libvirt.virStorageVol) -> None:
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: cannot delete volume {vol.name()}: {exc}") from exc
+
+    # --- domains -------------------------------------------------------------------------------
+
+    def _dom(self, name: str) -> libvirt.virDomain:
+        try:
+            return self._conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: no domain {name}: {exc}") from exc
+
+    def start(self, name: str) -> None:
+        dom = self._dom(name)
+        if not dom.isActive():
+            self._call(f"start {name}", dom.create)
+
+    def stop(self, name: str) -> None:
+        """Power off at once: nodes are cattle, their disks stay."""
+        dom = self._dom(name)
+        if dom.isActive():
+            self._call(f"stop {name}", dom.destroy)
+
+    def undefine(self, name: str) -> None:
+        self._call(f"undefine {name}", self._dom(name).undefine)
+
+    def detach_disk(self, name: str, target: str) -> None:
+        """Remove a disk from the live domain (if running) and from its persistent definition."""
+        dom = self._dom(name)
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        for disk in root.iterfind("devices/disk"):
+            t = disk.find("target")
+            if t is not None and t.get("dev") == target:
+                xml = ET.tostring(disk, encoding="unicode")
+                flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                if dom.isActive():
+                    flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+                self._call(f"detach {target} from {name}", dom.detachDeviceFlags, xml, flags)
+                return
+
+    def has_disk(self, name: str, target: str, *, live: bool) -> bool:
+        dom = self._dom(name)
+        xml = dom.XMLDesc(0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE)
+        return any(
+            t.get("dev") == target for t in ET.fromstring(xml).iterfind("devices/disk/target")
+        )
+
+    def set_metadata(self, name: str, xml: str) -> None:
+        dom = self._dom(name)
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if dom.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        self._call(
+            f"set metadata of {name}",
+            dom.setMetadata,
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            xml,
+            domain.NS_PREFIX,
+            domain.NS,
+            flags,
+        )
+
+    def open_console(self, name: str) -> libvirt.virStream:
+        dom = self._dom(name)
+        stream = self._conn.newStream(0)
+        self._call(f"console of {name}", dom.openConsole, None, stream, 0)
+        return stream
+
+    def _call(self, what: str, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: cannot {what}: {exc}") from exc
 
     def capabilities(self) -> str:
         try:

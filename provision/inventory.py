@@ -60,7 +60,7 @@ def build(root: Value, path: Path) -> Inventory:
         merged, origin = _merge(name, parsed, defaults, groups, node_loc, problems)
         if merged is None:
             continue
-        node = _node(name, merged, origin, node_loc, hypervisors, networks, problems)
+        node = _node(path, name, merged, origin, node_loc, hypervisors, networks, problems)
         if node is not None:
             nodes.append(node)
     _check_unique(nodes, raw_nodes, top, problems)
@@ -243,6 +243,7 @@ def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[
 
 
 def _node(
+    source: Path,
     name: str,
     v: dict[str, Any],
     origin: dict[str, Value],
@@ -282,6 +283,8 @@ def _node(
     admin = v["admin"]
     if not admin["managed_key"] and not admin["ssh_keys"]:
         bad("admin", "no way to log in: set admin.ssh_keys or admin.managed_key: true")
+    if not admin["managed_key"] and admin["identity_file"] is None:
+        bad("admin", "set admin.identity_file (the private key to log in with) or managed_key")
     if admin["name"] == v["workload_user"]:
         bad(
             "workload_user",
@@ -301,7 +304,12 @@ def _node(
         cmdline_extra=tuple(v["cmdline_extra"]),
         roles=tuple(Role(r) for r in dict.fromkeys(v["roles"])),
         docker=DockerMode(v["docker"]),
-        admin=Admin(admin["name"], tuple(admin["ssh_keys"]), admin["managed_key"]),
+        admin=Admin(
+            admin["name"],
+            tuple(admin["ssh_keys"]),
+            admin["managed_key"],
+            _relative(source, admin["identity_file"]),
+        ),
         workload_user=v["workload_user"],
         sysctl=tuple(sorted(v["sysctl"].items())),
         labels=tuple(sorted(v["labels"].items())),

@@ -70,6 +70,7 @@ class Admin:
     name: str
     ssh_keys: tuple[str, ...]  # public keys authorised for the admin
     managed_key: bool  # provision generates and keeps an operator key pair in the state dir
+    identity_file: Path | None  # the private key provision logs in with, if not the managed one
 
 
 @dataclass(frozen=True)

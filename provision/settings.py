@@ -193,6 +193,12 @@ ADMIN = (
         "Generate and keep an operator key in the state dir.",
         True,
     ),
+    Setting(
+        "identity_file",
+        Kind.STR,
+        "Private key provision logs in with (default: the managed key).",
+        None,
+    ),
 )
 
 NODE = (

@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 import libvirt
-from cryptography.hazmat.primitives import serialization
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from provision import domain, inventory, render
 from provision.golden import UNRESOLVED
@@ -45,9 +45,11 @@ def _mask(text: str) -> str:
     return "".join([*lines[: start + 1], f"{indent}<private key>\n", *lines[end:]])
 
 
-@pytest.mark.parametrize(("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_golden_files(request: pytest.FixtureRequest, ident: str, r: render.NodeRender) -> None:
-    """Rendered output is stable; regenerate with `pytest --regen-golden` after a reviewed change."""
+    """Rendered output is stable; after a reviewed change, regenerate: pytest --regen-golden."""
     regen = request.config.getoption("--regen-golden")
     for name, text in _artifacts(r).items():
         path = GOLDEN_DIR / ident / name
@@ -65,7 +67,9 @@ def test_conn() -> libvirt.virConnect:
     conn.close()
 
 
-@pytest.mark.parametrize(("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_libvirt_accepts_domain_with_schema_validation(
     test_conn: libvirt.virConnect, ident: str, r: render.NodeRender
 ) -> None:
@@ -112,8 +116,12 @@ def test_libvirt_accepts_pool_volume_and_network_xml(test_conn: libvirt.virConne
         net.undefine()
 
 
-@pytest.mark.parametrize(("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else "")
-def test_user_data_passes_cloud_init_schema(tmp_path: Path, ident: str, r: render.NodeRender) -> None:
+@pytest.mark.parametrize(
+    ("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_user_data_passes_cloud_init_schema(
+    tmp_path: Path, ident: str, r: render.NodeRender
+) -> None:
     path = tmp_path / "user-data"
     path.write_text(r.seed.user_data.reveal())
     result = run(["cloud-init", "schema", "--config-file", path], check=False)
