@@ -31,7 +31,9 @@ def keys_for(inv: Inventory) -> dict[str, hostkeys.KeyPair]:
     }
 
 
-def render_inv(inv: Inventory, golden: GoldenRef = GOLDEN, accel: Accel = Accel.QEMU) -> render.Rendered:
+def render_inv(
+    inv: Inventory, golden: GoldenRef = GOLDEN, accel: Accel = Accel.QEMU
+) -> render.Rendered:
     return render.render(
         inv, golden, keys_for(inv), ADMIN_KEY.public, {h.name: accel for h in inv.hypervisors}
     )

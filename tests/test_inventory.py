@@ -130,7 +130,9 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
         (("    bridge: br0\n", ""), "networks.br: bridge mode needs 'bridge'"),
     ],
 )
-def test_cross_reference_errors(tmp_path: Path, text_change: tuple[str, str], expected: str) -> None:
+def test_cross_reference_errors(
+    tmp_path: Path, text_change: tuple[str, str], expected: str
+) -> None:
     errors = _errors(tmp_path, VALID.replace(*text_change))
     assert any(expected in e for e in errors), errors
 
@@ -237,14 +239,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_reports_located_errors_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(VALID.replace("vm.swappiness: 10", "vm.swappiness: [1]").replace(
-        "ssh_port: 10022", "ssh_port: 99999"))
+    path.write_text(
+        VALID.replace("vm.swappiness: 10", "vm.swappiness: [1]").replace(
+            "ssh_port: 10022", "ssh_port: 99999"
+        )
+    )
     result = _cli("render", "-i", str(path), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    assert any(re.match(rf"^{re.escape(str(path))}:\d+:\d+: defaults\.sysctl\.vm\.swappiness: ", x)
-               for x in lines), lines
+    assert any(
+        re.match(rf"^{re.escape(str(path))}:\d+:\d+: defaults\.sysctl\.vm\.swappiness: ", x)
+        for x in lines
+    ), lines
     assert any("nodes.n1.ssh_port: 99999 is out of range" in x for x in lines), lines
     assert not (tmp_path / "out").exists()
 
@@ -268,7 +275,13 @@ def test_cli_debug_shows_traceback(tmp_path: Path) -> None:
 
 def test_settings_reference_lists_every_setting() -> None:
     text = settings.reference()
-    for table in (settings.TOP, settings.IMAGE, settings.HYPERVISOR, settings.NETWORK,
-                  settings.NODE, settings.ADMIN):
+    for table in (
+        settings.TOP,
+        settings.IMAGE,
+        settings.HYPERVISOR,
+        settings.NETWORK,
+        settings.NODE,
+        settings.ADMIN,
+    ):
         for s in table:
             assert f"  {s.name} " in text

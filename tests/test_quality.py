@@ -17,8 +17,9 @@ def test_ruff_check() -> None:
 
 
 def test_ruff_format() -> None:
-    result = run([BIN / "ruff", "format", "--check", "provision", "tests", "bench"], cwd=ROOT,
-                 check=False)
+    result = run(
+        [BIN / "ruff", "format", "--check", "provision", "tests", "bench"], cwd=ROOT, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
