@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from provision import golden, hostkeys, hypervisor, inventory, paths, render
+from provision import golden, hostkeys, hypervisor, inventory, localhost, paths, render
 from provision.errors import ProvisionError
 from provision.facts import AccelChoice, choose_accel, cpu_flags
 from provision.model import Accel, Hypervisor, Inventory, Node
@@ -45,11 +44,7 @@ def probe_accel(hv: Hypervisor) -> AccelChoice:
     """
     if not is_local(hv.uri):
         return AccelChoice(Accel.KVM if hv.accel is Accel.AUTO else hv.accel, None)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    return choose_accel(hv.accel, os.path.exists("/dev/kvm"), cpu_flags(cpuinfo))
+    return choose_accel(hv.accel, localhost.kvm_device(), cpu_flags(localhost.cpuinfo()))
 
 
 def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Rendered, list[str]]:
@@ -94,3 +89,32 @@ __all__ = ["Action", "UsageError", "load", "plan", "render_inventory", "select"]
 
 def load(path: Path) -> Inventory:
     return inventory.load(path)
+
+
+def ssh_config(inv: Inventory, nodes: tuple[Node, ...]) -> str:
+    """An OpenSSH config for the nodes, pinned to our known_hosts; also saved next to it."""
+    from provision import lifecycle, ssh
+
+    rendered, _ = render_inventory(inv, nodes)
+    lifecycle.write_known_hosts(inv, rendered)
+    text = ssh.ssh_config({r.node.name: lifecycle.ssh_target(inv, r) for r in rendered.nodes})
+    path = paths.inventory_dir(inv) / "ssh_config"
+    path.write_text(text)
+    return text
+
+
+def ssh_exec(inv: Inventory, node: str, command: Sequence[str]) -> int:
+    from provision import process
+
+    ssh_config(inv, inv.nodes)
+    cfg = paths.inventory_dir(inv) / "ssh_config"
+    select(inv, [node])
+    return process.exec_replace(["ssh", "-F", cfg, node, *command])
+
+
+def console_exec(inv: Inventory, node: str) -> int:
+    """libvirt's console stream through virsh, which handles the terminal (also remotely)."""
+    from provision import process
+
+    n = select(inv, [node])[0]
+    return process.exec_replace(["virsh", "-c", inv.hypervisor(n.hypervisor).uri, "console", node])

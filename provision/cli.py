@@ -18,6 +18,12 @@ DEFAULT_INVENTORY = Path("inventories/local.yaml")
 
 
 class Verb(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STATUS = "status"
+    SSH = "ssh"
+    SSH_CONFIG = "ssh-config"
+    CONSOLE = "console"
     RENDER = "render"
     PLAN = "plan"
     SETTINGS = "settings"
@@ -46,6 +52,53 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"provision {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    u = sub.add_parser(
+        Verb.UP,
+        help="build or reuse the golden image, then create and boot nodes until SSH and "
+        "cloud-init are done",
+        description="Converge every node: golden image (cached), storage pool, one upload per "
+        "image digest, a qcow2 overlay and a NoCloud seed per node, define, start, wait for SSH "
+        "with the pinned host key, wait for cloud-init, then remove the seed. Re-running with an "
+        "unchanged inventory changes nothing.",
+    )
+    _inventory_arg(u)
+    u.add_argument("--json", action="store_true", help="JSON line events on stdout")
+
+    d = sub.add_parser(
+        Verb.DOWN,
+        help="stop and undefine nodes (disks stay unless --purge)",
+        description="Stop and undefine this inventory's domains. Domains without provision "
+        "metadata are never touched. Volumes stay unless --purge, which also removes golden "
+        "artifacts no remaining domain uses.",
+    )
+    _inventory_arg(d)
+    d.add_argument("--purge", action="store_true", help="also delete the nodes' volumes")
+    d.add_argument("--json", action="store_true", help="JSON line events on stdout")
+
+    st = sub.add_parser(Verb.STATUS, help="node, state, address, image, uptime")
+    _inventory_arg(st)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sh = sub.add_parser(
+        Verb.SSH,
+        help="SSH to a node with its pinned host key (OpenSSH, StrictHostKeyChecking yes)",
+    )
+    sh.add_argument("-i", "--inventory", type=Path, default=DEFAULT_INVENTORY)
+    sh.add_argument("node")
+    sh.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- COMMAND to run instead of a shell"
+    )
+
+    sc = sub.add_parser(
+        Verb.SSH_CONFIG,
+        help="print an OpenSSH config for the nodes (pinned known_hosts, strict checking)",
+    )
+    _inventory_arg(sc)
+
+    co = sub.add_parser(Verb.CONSOLE, help="attach to a node's serial console (libvirt stream)")
+    co.add_argument("-i", "--inventory", type=Path, default=DEFAULT_INVENTORY)
+    co.add_argument("node")
 
     r = sub.add_parser(
         Verb.RENDER,
@@ -125,6 +178,75 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if any(p.action is app.Action.REFUSE for p in plans) else 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from provision import lifecycle
+    from provision.progress import Progress
+
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    with Progress(args.json) as progress:
+        result = lifecycle.up(inv, nodes, progress)
+    summary = f"{len(result.changed)} changed, {len(result.unchanged)} unchanged"
+    if args.json:
+        print(json.dumps({"summary": summary, **asdict(result)}))
+    else:
+        print(f"up: {summary}" + (f" ({', '.join(result.changed)})" if result.changed else ""))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from provision import lifecycle
+    from provision.progress import Progress
+
+    inv = app.load(args.inventory)
+    with Progress(args.json) as progress:
+        result = lifecycle.down(inv, app.select(inv, args.nodes), args.purge, progress)
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print(
+            f"down: {len(result.stopped)} stopped, {len(result.absent)} already absent, "
+            f"{len(result.purged_volumes)} volumes deleted"
+            + ("" if args.purge else " (volumes kept: --purge deletes them)")
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from provision import lifecycle
+
+    inv = app.load(args.inventory)
+    rows = lifecycle.status(inv, app.select(inv, args.nodes))
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    print(f"{'NODE':<12} {'HYPERVISOR':<12} {'STATE':<9} {'ADDRESS':<22} {'IMAGE':<17} UPTIME")
+    for r in rows:
+        up = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
+        print(
+            f"{r.node:<12} {r.hypervisor:<12} {r.state:<9} {r.address:<22} "
+            f"{r.image_id or '-':<17} {up}"
+        )
+    return 0
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    print(app.ssh_config(inv, app.select(inv, args.nodes)), end="")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return app.ssh_exec(inv, args.node, command)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    return app.console_exec(inv, args.node)
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(settings.reference())
     return 0
@@ -168,6 +290,12 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    Verb.UP: cmd_up,
+    Verb.DOWN: cmd_down,
+    Verb.STATUS: cmd_status,
+    Verb.SSH: cmd_ssh,
+    Verb.SSH_CONFIG: cmd_ssh_config,
+    Verb.CONSOLE: cmd_console,
     Verb.RENDER: cmd_render,
     Verb.PLAN: cmd_plan,
     Verb.SETTINGS: cmd_settings,

@@ -257,6 +257,9 @@ class Connection:
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"{self.uri}: cannot {what}: {exc}") from exc
 
+    def free_memory_mib(self) -> int:
+        return int(self._call("read free memory", self._conn.getFreeMemory)) // (1 << 20)
+
     def capabilities(self) -> str:
         try:
             return str(self._conn.getCapabilities())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -58,3 +59,13 @@ def run(
         detail = ("\n  " + "\n  ".join(tail)) if tail else ""
         raise CommandError(f"command failed (exit {proc.returncode}): {shlex.join(args)}{detail}")
     return result
+
+
+def exec_replace(argv: Sequence[str | Path]) -> int:
+    """Replace this process with `argv` (interactive ssh/console sessions own the terminal)."""
+    args = [str(a) for a in argv]
+    try:
+        os.execvp(args[0], args)  # argv list, no shell
+    except FileNotFoundError as exc:
+        raise CommandError(f"command not found: {args[0]}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover

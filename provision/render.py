@@ -25,7 +25,8 @@ class NodeRender:
     network: Network
     accel: Accel
     meta: domain.NodeMeta
-    domain_xml: str
+    domain_xml: str  # first boot: with the NoCloud seed disk
+    booted_xml: str  # every later definition: the seed is gone after first boot
     overlay_xml: str
     seed: seed.Seed
     host_key_public: str
@@ -118,6 +119,16 @@ def render(
                 meta=meta,
                 domain_xml=domain.domain_xml(
                     node, hv, net, golden, accel, hardening.kernel_cmdline(node), meta
+                ),
+                booted_xml=domain.domain_xml(
+                    node,
+                    hv,
+                    net,
+                    golden,
+                    accel,
+                    hardening.kernel_cmdline(node),
+                    meta,
+                    with_seed=False,
                 ),
                 overlay_xml=domain.overlay_volume_xml(node, hv, golden),
                 seed=seed.render_seed(

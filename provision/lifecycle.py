@@ -1,0 +1,396 @@
+"""`up`, `down` and `status`: converge nodes on their hypervisors, reporting events per phase.
+
+Decisions come from pure code (plan, facts); this module sequences the boundary calls
+(hypervisor, ssh, image) and emits an Event at the start and end of every phase.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision import (
+    app,
+    domain,
+    golden,
+    hypervisor,
+    image,
+    localhost,
+    paths,
+    render,
+    seediso,
+    ssh,
+)
+from provision.errors import HypervisorError, ImageError, ProvisionError
+from provision.facts import choose_accel, cpu_flags
+from provision.model import Accel, Inventory, Node
+from provision.plan import Action, plan_node
+
+SSH_DEADLINE_S = 600.0  # TCG boots take ~35 s here; a loaded CI machine can take several times that
+CLOUD_INIT_TIMEOUT_S = 900.0
+SEED_TARGET = "vdb"
+
+
+@dataclass(frozen=True)
+class Event:
+    node: str  # "*" for work shared by several nodes (image, pool, uploads)
+    phase: str
+    status: str  # start | done | fail | info | warn
+    elapsed: float | None = None
+    detail: str = ""
+
+
+Emit = Callable[[Event], None]
+
+
+@contextmanager
+def phase(emit: Emit, node: str, name: str, detail: str = "") -> Iterator[None]:
+    emit(Event(node, name, "start", detail=detail))
+    t0 = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        emit(Event(node, name, "fail", time.monotonic() - t0, type(exc).__name__))
+        raise
+    emit(Event(node, name, "done", time.monotonic() - t0, detail))
+
+
+@dataclass(frozen=True)
+class UpResult:
+    changed: tuple[str, ...]  # nodes that were created, started or repaired
+    unchanged: tuple[str, ...]
+
+
+def ensure_image(inv: Inventory, emit: Emit) -> image.Manifest:
+    store = golden.images_dir(inv.state_dir)
+    with phase(emit, "*", "image"):
+        manifest, built = image.build_image(
+            inv.image, store, progress=lambda s: emit(Event("*", "image", "info", detail=s))
+        )
+        emit(Event("*", "image", "info", detail="built" if built else "cached"))
+    with phase(emit, "*", "image-verify"):
+        problems = image.verify_image(image.image_dir(store, inv.image))
+    if problems:
+        raise ImageError(
+            "golden image does not match its manifest: " + "; ".join(problems),
+            hint="rebuild it with `provision image build --force`",
+        )
+    return manifest
+
+
+def identity(inv: Inventory, node: Node) -> Path:
+    if node.admin.identity_file is not None:
+        return node.admin.identity_file
+    return paths.admin_key(inv)
+
+
+def ssh_target(inv: Inventory, r: render.NodeRender) -> ssh.Target:
+    host, port = r.ssh_address
+    return ssh.Target(
+        host=host,
+        port=port,
+        user=r.node.admin.name,
+        identity=identity(inv, r.node),
+        known_hosts=paths.known_hosts(inv),
+    )
+
+
+def write_known_hosts(inv: Inventory, rendered: render.Rendered) -> None:
+    """Merge our nodes' pinned keys into the inventory's known_hosts (other nodes' lines stay)."""
+    path = paths.known_hosts(inv)
+    ours = render.known_hosts(rendered).splitlines()
+    hosts = {line.split()[0] for line in ours}
+    kept = []
+    if path.exists():
+        kept = [x for x in path.read_text().splitlines() if x and x.split()[0] not in hosts]
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text("\n".join([*kept, *ours]) + "\n")
+
+
+def up(inv: Inventory, nodes: tuple[Node, ...], emit: Emit) -> UpResult:
+    manifest = ensure_image(inv, emit)
+    rendered, warnings = app.render_inventory(inv, nodes)
+    for w in warnings:
+        emit(Event("*", "render", "warn", detail=w))
+    write_known_hosts(inv, rendered)
+    changed: list[str] = []
+    unchanged: list[str] = []
+    by_hv: dict[str, list[render.NodeRender]] = {}
+    for r in rendered.nodes:
+        by_hv.setdefault(r.hypervisor.name, []).append(r)
+    for renders in by_hv.values():
+        hv = renders[0].hypervisor
+        with hypervisor.connect(hv.uri) as conn:
+            with phase(emit, "*", "preflight", hv.name):
+                preflight(conn, renders)
+            with phase(emit, "*", "pool", hv.pool_name):
+                conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
+            upload_golden(conn, inv, manifest, rendered.golden, hv.pool_name, emit)
+            for r in renders:
+                if converge_node(conn, inv, r, emit):
+                    changed.append(r.node.name)
+                else:
+                    unchanged.append(r.node.name)
+    return UpResult(tuple(changed), tuple(unchanged))
+
+
+def preflight(conn: hypervisor.Connection, renders: list[render.NodeRender]) -> None:
+    hv = renders[0].hypervisor
+    if hv.accel is Accel.KVM and app.is_local(hv.uri):
+        choice = choose_accel(Accel.KVM, localhost.kvm_device(), cpu_flags(localhost.cpuinfo()))
+        if choice.warning:
+            raise HypervisorError(
+                f"{hv.name}: accel kvm requested but {choice.warning}",
+                hint="set accel: auto (or qemu) to use TCG emulation",
+            )
+    if app.is_local(hv.uri):
+        pool = Path(hv.pool_path)
+        blocked = localhost.qemu_cannot_traverse(pool)
+        if blocked is not None:
+            raise HypervisorError(
+                f"{hv.name}: QEMU (libvirt-qemu) cannot traverse {blocked} on the pool path {pool}",
+                hint=f"chmod o+x {blocked}, or put the pool elsewhere",
+            )
+        if hv.require_nvme:
+            nvme, devices = localhost.is_nvme(pool)
+            if not nvme:
+                raise HypervisorError(
+                    f"{hv.name}: require_nvme is set but {pool} is on {devices or 'unknown'}, "
+                    "not NVMe",
+                    hint="move pool_path to an NVMe filesystem or set require_nvme: false",
+                )
+    need = sum(r.node.memory_mib for r in renders if conn.domain(r.node.name) is None)
+    free = conn.free_memory_mib()
+    if need > free:
+        raise HypervisorError(
+            f"{hv.name}: not enough free memory: new nodes need {need} MiB, {free} MiB free",
+            hint="lower memory_mib, or move nodes to another hypervisor",
+        )
+
+
+def upload_golden(
+    conn: hypervisor.Connection,
+    inv: Inventory,
+    manifest: image.Manifest,
+    ref: golden.GoldenRef,
+    pool: str,
+    emit: Emit,
+) -> None:
+    """Base image, kernel and initrd go into the pool once per digest, never per node."""
+    directory = image.image_dir(golden.images_dir(inv.state_dir), inv.image)
+    have = conn.volumes(pool)
+    for artifact, volume in (
+        ("rootfs.qcow2", ref.base_volume),
+        ("vmlinuz", ref.kernel_volume),
+        ("initrd.img", ref.initrd_volume),
+    ):
+        size = next(a.size for a in manifest.artifacts if a.name == artifact)
+        if have.get(volume) == size:
+            continue
+        if volume in have:  # a partial upload from an interrupted run
+            conn.delete_volume(pool, volume)
+        with phase(emit, "*", "upload", volume):
+            conn.upload(
+                pool, volume, directory / artifact, domain.raw_volume_xml(volume, 0, "0644")
+            )
+
+
+def converge_node(
+    conn: hypervisor.Connection, inv: Inventory, r: render.NodeRender, emit: Emit
+) -> bool:
+    """Bring one node to its desired state; True if anything changed."""
+    name, pool = r.node.name, r.hypervisor.pool_name
+    fact = conn.domain(name)
+    p = plan_node(r, fact)
+    if p.action is Action.REFUSE:
+        raise HypervisorError(f"{name}: {p.reason}", hint="rename the node or remove that domain")
+    if p.action is Action.UPDATE:
+        raise ProvisionError(
+            f"{name} differs from the inventory ({'; '.join(p.changes)})",
+            hint=f"update policies arrive with the fleet lifecycle; for now "
+            f"`provision down --nodes {name}` then `up` redefines it and keeps its disk",
+        )
+    if p.action is Action.NOTHING:
+        if fact is not None and fact.active:
+            emit(Event(name, "converge", "info", detail="unchanged"))
+            return False
+        with phase(emit, name, "start"):
+            conn.start(name)
+        wait_ssh(inv, r, emit).close()
+        return True
+
+    vols = conn.volumes(pool)
+    disk, seed_vol = domain.disk_volume(r.node), domain.seed_volume(r.node)
+    if disk in vols and seed_vol in vols:
+        # The seed is deleted only after a successful first boot: this disk never finished one.
+        emit(Event(name, "converge", "info", detail="first boot never completed: recreating disk"))
+        conn.delete_volume(pool, disk)
+        conn.delete_volume(pool, seed_vol)
+        vols = conn.volumes(pool)
+    if disk in vols:
+        # `down` kept this node's disk: boot it again, without a seed (first boot is done).
+        with phase(emit, name, "define"):
+            conn.define(r.booted_xml)
+        with phase(emit, name, "start"):
+            conn.start(name)
+        wait_ssh(inv, r, emit).close()
+        return True
+
+    with phase(emit, name, "overlay"):
+        conn.create_volume(pool, r.overlay_xml)
+    with phase(emit, name, "seed"):
+        upload_seed(conn, r)
+    with phase(emit, name, "define"):
+        conn.define(r.domain_xml)
+    with phase(emit, name, "start"):
+        conn.start(name)
+    session = wait_ssh(inv, r, emit)
+    try:
+        with phase(emit, name, "cloud-init"):
+            wait_cloud_init(session, name)
+        with phase(emit, name, "first-boot-done"):
+            # Never again: a later boot must not regenerate keys or re-run first-boot work.
+            session.run(["sudo", "touch", "/etc/cloud/cloud-init.disabled"])
+            conn.detach_disk(name, SEED_TARGET)
+            conn.delete_volume(pool, seed_vol)  # it held the node's private host key
+    finally:
+        session.close()
+    return True
+
+
+def upload_seed(conn: hypervisor.Connection, r: render.NodeRender) -> None:
+    with tempfile.TemporaryDirectory(prefix="provision-seed-") as tmp:
+        os.chmod(tmp, 0o700)
+        path = seediso.write_seed(Path(tmp) / "seed.img", r.seed)
+        volume = domain.seed_volume(r.node)
+        conn.upload(r.hypervisor.pool_name, volume, path, domain.raw_volume_xml(volume, 0, "0600"))
+
+
+def wait_ssh(inv: Inventory, r: render.NodeRender, emit: Emit) -> ssh.Session:
+    target = ssh_target(inv, r)
+    with phase(emit, r.node.name, "ssh", f"{target.host}:{target.port}"):
+        return ssh.wait_for_ssh(
+            target,
+            SSH_DEADLINE_S,
+            progress=lambda s: emit(Event(r.node.name, "ssh", "info", detail=s)),
+        )
+
+
+def wait_cloud_init(session: ssh.Session, name: str) -> None:
+    result = session.run(
+        ["sudo", "cloud-init", "status", "--wait", "--long"],
+        check=False,
+        timeout=CLOUD_INIT_TIMEOUT_S,
+    )
+    if result.returncode == 0:
+        return
+    log = session.run(
+        ["sudo", "grep", "-E", "WARNING|ERROR|Traceback|Failed", "/var/log/cloud-init.log"],
+        check=False,
+    )
+    lines = log.stdout.strip().splitlines()[-20:]
+    raise ProvisionError(
+        f"{name}: cloud-init failed:\n  " + "\n  ".join([*result.stdout.splitlines(), *lines]),
+        hint=f"`provision ssh {name} -- sudo cat /var/log/cloud-init-output.log` for the rest",
+    )
+
+
+@dataclass(frozen=True)
+class DownResult:
+    stopped: tuple[str, ...]
+    purged_volumes: tuple[str, ...]
+    absent: tuple[str, ...]
+
+
+def down(inv: Inventory, nodes: tuple[Node, ...], purge: bool, emit: Emit) -> DownResult:
+    """Stop and undefine our domains; delete their volumes only with purge."""
+    stopped: list[str] = []
+    purged: list[str] = []
+    absent: list[str] = []
+    by_hv: dict[str, list[Node]] = {}
+    for n in nodes:
+        by_hv.setdefault(n.hypervisor, []).append(n)
+    for hv_name, hv_nodes in by_hv.items():
+        hv = inv.hypervisor(hv_name)
+        with hypervisor.connect(hv.uri) as conn:
+            for n in hv_nodes:
+                fact = conn.domain(n.name)
+                if fact is not None:
+                    if fact.meta is None or fact.meta.inventory != inv.name:
+                        raise HypervisorError(
+                            f"{n.name}: the domain of that name is not ours: not touching it"
+                        )
+                    with phase(emit, n.name, "down"):
+                        conn.stop(n.name)
+                        conn.undefine(n.name)
+                    stopped.append(n.name)
+                else:
+                    absent.append(n.name)
+                if purge:
+                    for vol in (domain.disk_volume(n), domain.seed_volume(n)):
+                        if conn.delete_volume(hv.pool_name, vol):
+                            purged.append(vol)
+            if purge:
+                purged.extend(_purge_unused_golden(conn, hv.pool_name, emit))
+    return DownResult(tuple(stopped), tuple(purged), tuple(absent))
+
+
+def _purge_unused_golden(conn: hypervisor.Connection, pool: str, emit: Emit) -> list[str]:
+    """Golden artifacts no remaining domain uses (any inventory's) go too."""
+    in_use = "\n".join(d.xml for d in conn.domains())
+    purged = []
+    for vol in conn.volumes(pool):
+        if vol.startswith("golden-") and vol not in in_use:
+            with phase(emit, "*", "purge", vol):
+                conn.delete_volume(pool, vol)
+            purged.append(vol)
+    return purged
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    hypervisor: str
+    state: str  # running | shut off | absent | foreign
+    address: str
+    image_id: str
+    uptime_s: float | None
+
+
+def status(inv: Inventory, nodes: tuple[Node, ...]) -> list[NodeStatus]:
+    rendered, _ = app.render_inventory(inv, nodes)
+    out: list[NodeStatus] = []
+    for r in rendered.nodes:
+        host, port = r.ssh_address
+        address = f"{host}:{port}"
+        with hypervisor.connect(r.hypervisor.uri) as conn:
+            fact = conn.domain(r.node.name)
+        if fact is None:
+            out.append(NodeStatus(r.node.name, r.hypervisor.name, "absent", address, "", None))
+            continue
+        if fact.meta is None:
+            out.append(NodeStatus(r.node.name, r.hypervisor.name, "foreign", address, "", None))
+            continue
+        uptime = None
+        if fact.active:
+            try:
+                with ssh.connect(ssh_target(inv, r), timeout=5.0) as s:
+                    uptime = float(s.run(["cat", "/proc/uptime"]).stdout.split()[0])
+            except ProvisionError:
+                uptime = None
+        out.append(
+            NodeStatus(
+                r.node.name,
+                r.hypervisor.name,
+                "running" if fact.active else "shut off",
+                address,
+                fact.meta.image_id[:16],
+                uptime,
+            )
+        )
+    return out
