@@ -1,0 +1,343 @@
+"""The SSH boundary against a real OpenSSH server on 127.0.0.1 (no mocks).
+
+A session-scoped sshd runs as root on a free loopback port with generated keys. These tests need
+only root and openssh-server (which .ci/run installs): without them they fail, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provision import hostkeys, ssh
+from provision.errors import CommandError, SSHError
+from provision.hostkeys import KeyPair
+from provision.process import run
+
+SSHD = Path("/usr/sbin/sshd")
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+    host_key: KeyPair  # the ed25519 key we pin
+    ecdsa_public: str  # a second, real host key of the same server that we must never accept
+    identity: Path  # the authorized client key
+    log: Path
+    tmp: Path
+
+    def known_hosts(self, public: str, name: str = "known_hosts") -> Path:
+        path = self.tmp / name
+        key_type, blob = public.split()[:2]
+        path.write_text(f"[{HOST}]:{self.port} {key_type} {blob}\n")
+        return path
+
+    def target(self, known_hosts: Path | None = None, identity: Path | None = None) -> ssh.Target:
+        return ssh.Target(
+            host=HOST,
+            port=self.port,
+            user="root",
+            identity=identity or self.identity,
+            known_hosts=known_hosts or self.known_hosts(self.host_key.public),
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if os.geteuid() != 0 or not SSHD.exists():
+        pytest.fail("tests/test_ssh.py needs root and /usr/sbin/sshd (openssh-server): see .ci/run")
+    # sshd refuses to start without its privilege separation directory, which systemd's unit
+    # would normally create; this machine has no systemd.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    tmp = tmp_path_factory.mktemp("sshd")
+    host_key = hostkeys.generate("test-node")
+    hostkeys.write_private(tmp / "host_ed25519", host_key.private)
+    run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", tmp / "host_ecdsa"])
+    client = hostkeys.generate("test-operator")
+    hostkeys.write_private(tmp / "client_ed25519", client.private)
+    (tmp / "authorized_keys").write_text(client.public + "\n")
+    port = _free_port()
+    config = tmp / "sshd_config"
+    config.write_text(
+        f"Port {port}\n"
+        f"ListenAddress {HOST}\n"
+        f"HostKey {tmp / 'host_ed25519'}\n"
+        f"HostKey {tmp / 'host_ecdsa'}\n"
+        f"PidFile {tmp / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+        "UsePAM no\n"
+        "StrictModes no\n"
+        "Subsystem sftp internal-sftp\n"
+        "LogLevel VERBOSE\n"
+    )
+    run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
+    log = tmp / "sshd.log"
+    with log.open("w") as log_file:
+        # A long-running daemon: process.run() waits for its child, so Popen is used here.
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=log_file)
+    try:
+        _wait_listening(port, proc, log)
+        yield Server(
+            port, host_key, (tmp / "host_ecdsa.pub").read_text(), tmp / "client_ed25519", log, tmp
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"sshd did not listen on {HOST}:{port}:\n{log.read_text()}")
+
+
+# --- running commands ---------------------------------------------------------------------------
+
+
+def test_pinned_key_runs_argv_and_returns_its_output(server: Server) -> None:
+    with ssh.connect(server.target()) as s:
+        result = s.run(["echo", "hi there"])
+    assert result.stdout == "hi there\n"
+    assert result.returncode == 0
+    assert result.argv == ("echo", "hi there")
+
+
+def test_every_argument_is_quoted_for_the_remote_shell(server: Server, tmp_path: Path) -> None:
+    marker = tmp_path / "injected"
+    with ssh.connect(server.target()) as s:
+        assert s.run(["printf", "%s", "a b;c"]).stdout == "a b;c"
+        assert s.run(["printf", "%s", f"$(touch {marker})"]).stdout == f"$(touch {marker})"
+    assert not marker.exists()
+
+
+def test_stdout_stderr_and_stdin_are_kept_apart(server: Server) -> None:
+    with ssh.connect(server.target()) as s:
+        both = s.run(["sh", "-c", "echo out; echo err >&2"])
+        fed = s.run(["cat"], input="line 1\nline 2")
+    assert (both.stdout, both.stderr) == ("out\n", "err\n")
+    assert fed.stdout == "line 1\nline 2"
+
+
+def test_a_flood_on_stderr_does_not_stall_the_command(server: Server) -> None:
+    # More than paramiko's 2 MiB window: only reading stdout would deadlock here.
+    with ssh.connect(server.target()) as s:
+        result = s.run(["sh", "-c", "head -c 3000000 /dev/zero >&2; echo done"], timeout=60)
+    assert result.stdout == "done\n"
+    assert len(result.stderr) == 3_000_000
+
+
+def test_failure_names_the_remote_command_and_host(server: Server) -> None:
+    with ssh.connect(server.target()) as s:
+        assert s.run(["sh", "-c", "exit 3"], check=False).returncode == 3
+        with pytest.raises(CommandError) as exc:
+            s.run(["sh", "-c", "echo broken >&2; exit 3"])
+    message = str(exc.value)
+    assert "exit 3" in message and "sh -c 'echo broken >&2; exit 3'" in message
+    assert f"root@[{HOST}]:{server.port}" in message and "broken" in message
+
+
+def test_a_command_killed_by_a_signal_fails_instead_of_hanging(server: Server) -> None:
+    with ssh.connect(server.target()) as s:
+        result = s.run(["sh", "-c", "echo before; kill -KILL $$"], check=False, timeout=30)
+    assert result.stdout == "before\n" and result.returncode != 0
+
+
+def test_a_command_over_its_timeout_raises(server: Server) -> None:
+    with ssh.connect(server.target()) as s:
+        t0 = time.monotonic()
+        with pytest.raises(CommandError, match=r"timed out after 0\.5s"):
+            s.run(["sleep", "10"], timeout=0.5)
+        assert time.monotonic() - t0 < 5
+        assert s.run(["true"]).returncode == 0  # the session is still usable
+
+
+def test_put_and_get_round_trip_with_mode(server: Server, tmp_path: Path) -> None:
+    # The server is this machine, so the file the node got can be inspected directly too.
+    path = tmp_path / "remote" / "secret.key"
+    path.parent.mkdir()
+    path.write_text("old")
+    path.chmod(0o644)
+    data = b"private\x00bytes\n"
+    with ssh.connect(server.target()) as s:
+        s.put(str(path), data, 0o600)
+        assert s.get(str(path)) == data
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary file left
+
+
+def test_get_of_a_missing_file_is_an_ssh_error(server: Server, tmp_path: Path) -> None:
+    with ssh.connect(server.target()) as s, pytest.raises(SSHError, match="could not read"):
+        s.get(str(tmp_path / "absent"))
+
+
+# --- host key pinning ---------------------------------------------------------------------------
+
+
+def test_other_host_key_is_refused_and_nothing_runs(server: Server, tmp_path: Path) -> None:
+    impostor = hostkeys.generate("impostor")
+    marker = tmp_path / "ran"
+    target = server.target(known_hosts=server.known_hosts(impostor.public, "impostor"))
+    with pytest.raises(ssh.HostKeyError) as exc, ssh.connect(target) as s:
+        s.run(["touch", str(marker)])
+    assert str(exc.value).startswith(
+        f"host key mismatch for [{HOST}]:{server.port}: expected {impostor.fingerprint}, "
+        f"got {server.host_key.fingerprint} — refusing to run anything"
+    )
+    assert not marker.exists()
+
+
+def test_unknown_host_is_refused_showing_what_it_presented(server: Server) -> None:
+    empty = server.tmp / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(ssh.HostKeyError) as exc:
+        ssh.connect(server.target(known_hosts=empty))
+    message = str(exc.value)
+    assert f"no pinned host key for [{HOST}]:{server.port}" in message
+    assert server.host_key.fingerprint in message
+
+
+def test_only_ed25519_host_keys_are_accepted(server: Server) -> None:
+    # The pinned line is the server's own, genuine ECDSA key: still refused, because we never
+    # negotiate anything but ssh-ed25519.
+    target = server.target(known_hosts=server.known_hosts(server.ecdsa_public, "ecdsa"))
+    with pytest.raises(ssh.HostKeyError, match="mismatch"):
+        ssh.connect(target)
+
+
+def test_system_known_hosts_are_not_consulted(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(ssh.HostKeyError, match="cannot read known_hosts"):
+        ssh.connect(server.target(known_hosts=tmp_path / "missing"))
+
+
+# --- authentication and reachability ------------------------------------------------------------
+
+
+def test_wrong_client_key_is_an_auth_error(server: Server, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    hostkeys.write_private(other, hostkeys.generate("stranger").private)
+    with pytest.raises(ssh.AuthError) as exc:
+        ssh.connect(server.target(identity=other))
+    assert exc.value.hint  # says what to check
+
+
+def test_missing_identity_file_is_an_ssh_error(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(SSHError, match="cannot load SSH identity"):
+        ssh.connect(server.target(identity=tmp_path / "nope"))
+
+
+def test_wait_for_ssh_gives_up_on_a_closed_port_at_its_deadline(server: Server) -> None:
+    closed = ssh.Target(HOST, _free_port(), "root", server.identity, server.tmp / "known_hosts")
+    progress: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(ssh.UnreachableError, match="gave up after 2s") as exc:
+        ssh.wait_for_ssh(closed, 2.0, progress.append)
+    assert 2.0 <= time.monotonic() - t0 < 6
+    assert exc.value.hint
+    assert progress and progress[0].startswith("waiting: cannot reach SSH")
+
+
+def test_wait_for_ssh_returns_a_session_once_ssh_answers(server: Server) -> None:
+    with ssh.wait_for_ssh(server.target(), 30.0) as s:
+        assert s.run(["true"]).returncode == 0
+
+
+def test_wait_for_ssh_fails_at_once_on_a_host_key_mismatch(server: Server) -> None:
+    impostor = hostkeys.generate("impostor")
+    target = server.target(known_hosts=server.known_hosts(impostor.public, "impostor2"))
+    t0 = time.monotonic()
+    with pytest.raises(ssh.HostKeyError, match="mismatch"):
+        ssh.wait_for_ssh(target, 60.0)
+    assert time.monotonic() - t0 < 5  # never retried
+
+
+def test_wait_for_ssh_retries_auth_failures_only_for_the_grace_period(
+    server: Server, tmp_path: Path
+) -> None:
+    other = tmp_path / "other_key"
+    hostkeys.write_private(other, hostkeys.generate("stranger").private)
+    progress: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(ssh.AuthError):
+        ssh.wait_for_ssh(server.target(identity=other), 60.0, progress.append, auth_grace_s=2.0)
+    assert 2.0 <= time.monotonic() - t0 < 10  # retried, but far short of the deadline
+    assert len(progress) == 1 and "refused root" in progress[0]  # reported once, not per try
+
+
+# --- ssh_config for OpenSSH -----------------------------------------------------------------------
+
+
+def _config(server: Server, known_hosts: Path) -> Path:
+    path = known_hosts.with_name(known_hosts.name + ".ssh_config")
+    path.write_text(ssh.ssh_config({"node1": server.target(known_hosts=known_hosts)}))
+    return path
+
+
+def test_ssh_config_is_read_by_openssh_as_pinned(server: Server, tmp_path: Path) -> None:
+    known = tmp_path / "dir with space" / "known_hosts"
+    known.parent.mkdir()
+    known.write_text(server.known_hosts(server.host_key.public).read_text())
+    options = run(["ssh", "-G", "-F", _config(server, known), "node1"]).stdout.splitlines()
+    for expected in (
+        f"hostname {HOST}",
+        f"port {server.port}",
+        "user root",
+        f"identityfile {server.identity}",
+        "identitiesonly yes",
+        f"userknownhostsfile {known}",
+        "globalknownhostsfile /dev/null",
+        "stricthostkeychecking true",
+        "hostkeyalgorithms ssh-ed25519",
+        "updatehostkeys false",
+    ):
+        assert expected in options, expected
+
+
+def test_openssh_with_our_config_connects_and_refuses_another_key(
+    server: Server, tmp_path: Path
+) -> None:
+    known = tmp_path / "dir with space" / "known_hosts"  # the quoting must reach ssh intact
+    known.parent.mkdir()
+    known.write_text(server.known_hosts(server.host_key.public).read_text())
+    good = _config(server, known)
+    ok = run(["ssh", "-F", good, "-o", "BatchMode=yes", "node1", "echo", "pinned"], timeout=30)
+    assert ok.stdout == "pinned\n"
+
+    impostor = hostkeys.generate("impostor")
+    bad = _config(server, server.known_hosts(impostor.public, "bad"))
+    refused = run(["ssh", "-F", bad, "-o", "BatchMode=yes", "node1", "true"], check=False)
+    assert refused.returncode == 255
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
+
+
+def test_ssh_config_has_one_block_per_node() -> None:
+    target = ssh.Target("10.0.0.5", 22, "admin", Path("/k/id"), Path("/k/known_hosts"))
+    text = ssh.ssh_config({"a": target, "b": target})
+    assert text.count("Host ") == 2 and text.startswith("Host a\n    HostName 10.0.0.5\n")
+    with pytest.raises(ValueError):
+        ssh.ssh_config({'bad"name': target})
