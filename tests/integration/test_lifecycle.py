@@ -1,0 +1,274 @@
+"""One real node, end to end: `up` on a real libvirtd with QEMU (TCG here) from our golden image.
+
+Guest boots are the expensive part (~50 s each under TCG), so one node is shared by the whole
+module: read-only checks first, then re-runs and fault tests, then `down`, a re-`up` from the kept
+disk, and finally `down --purge`. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+import pytest
+import yaml
+
+from provision import app, hostkeys, lifecycle, paths, ssh
+from provision.errors import SSHError
+from provision.model import Inventory
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("PROVISION_TEST_STATE", "/var/lib/provision-test"))
+NODE = "pv-it-node1"
+POOL = "provision-it"
+POOL_PATH = STATE / "pool"
+PORT = 10122
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def provision(*args: str) -> Run:
+    p = subprocess.run(
+        [sys.executable, "-m", "provision.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    return Run(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture(scope="module")
+def inv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped local inventory, pointed at a test state dir, pool and port."""
+    doc = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
+    doc["state_dir"] = str(STATE)
+    doc["hypervisors"]["local"]["pool_name"] = POOL
+    doc["hypervisors"]["local"]["pool_path"] = str(POOL_PATH)
+    doc["nodes"] = {NODE: {"ssh_port": PORT}}
+    path = tmp_path_factory.mktemp("inv") / "local-it.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inv(inv_path: Path) -> Inventory:
+    return app.load(inv_path)
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[libvirt.virConnect]:
+    c = libvirt.open("qemu:///system")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def first_up(inv_path: Path, golden_image: object) -> Run:
+    """`up` from nothing (after clearing what an earlier aborted run may have left)."""
+    provision("down", "-i", str(inv_path), "--purge")
+    run = provision("up", "-i", str(inv_path), "--json")
+    assert run.returncode == 0, run.stderr + run.stdout
+    return run
+
+
+def _session(inv: Inventory) -> ssh.Session:
+    rendered, _ = app.render_inventory(inv, inv.nodes)
+    return ssh.connect(lifecycle.ssh_target(inv, rendered.nodes[0]))
+
+
+def _events(run: Run) -> list[dict[str, object]]:
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"t"')]
+
+
+def test_up_reports_each_phase_with_timings(first_up: Run) -> None:
+    events = _events(first_up)
+    done = {(e["node"], e["phase"]) for e in events if e["status"] == "done"}
+    for phase in ("overlay", "seed", "define", "start", "ssh", "cloud-init", "first-boot-done"):
+        assert (NODE, phase) in done, (phase, sorted(done))
+    assert all(isinstance(e["elapsed"], float) for e in events if e["status"] == "done")
+    assert '"changed": ["' + NODE in first_up.stdout
+
+
+def test_node_answers_with_pinned_key_and_cloud_init_finished(
+    inv: Inventory, first_up: Run
+) -> None:
+    with _session(inv) as s:
+        assert s.run(["hostname"]).stdout.strip() == NODE
+        status = s.run(["sudo", "cloud-init", "status", "--long"], check=False)
+        assert "status: done" in status.stdout, status.stdout
+        assert s.run(["test", "-e", "/etc/cloud/cloud-init.disabled"], check=False).returncode == 0
+        keys = s.run(["sudo", "sh", "-c", "ls /etc/ssh/ssh_host_*_key.pub"]).stdout.split()
+        assert keys == ["/etc/ssh/ssh_host_ed25519_key.pub"]  # the pinned one, nothing generated
+
+
+def test_seed_is_detached_and_deleted(conn: libvirt.virConnect, first_up: Run) -> None:
+    dom = conn.lookupByName(NODE)
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        assert "seed" not in dom.XMLDesc(flags)
+    pool = conn.storagePoolLookupByName(POOL)
+    pool.refresh(0)
+    assert f"{NODE}-seed.img" not in pool.listVolumes()
+    assert f"{NODE}.qcow2" in pool.listVolumes()
+
+
+def test_seed_sysctls_are_live(inv: Inventory, first_up: Run) -> None:
+    with _session(inv) as s:
+        for key, want in (
+            ("kernel.kptr_restrict", "2"),
+            ("kernel.dmesg_restrict", "1"),
+            ("net.core.bpf_jit_harden", "2"),
+            ("net.ipv4.tcp_syncookies", "1"),
+        ):
+            assert s.run(["cat", f"/proc/sys/{key.replace('.', '/')}"]).stdout.strip() == want
+        cmdline = s.run(["cat", "/proc/cmdline"]).stdout
+        assert "slab_nomerge" in cmdline and "root=/dev/vda" in cmdline
+
+
+def test_second_up_changes_nothing(
+    inv: Inventory, inv_path: Path, conn: libvirt.virConnect, first_up: Run
+) -> None:
+    xml_before = conn.lookupByName(NODE).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    with _session(inv) as s:
+        boot_before = s.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout
+    run = provision("up", "-i", str(inv_path))
+    assert run.returncode == 0, run.stderr
+    assert "up: 0 changed, 1 unchanged" in run.stdout
+    assert conn.lookupByName(NODE).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == xml_before
+    with _session(inv) as s:
+        assert s.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout == boot_before
+
+
+def test_plan_says_nothing_to_do(inv_path: Path, first_up: Run) -> None:
+    run = provision("plan", "-i", str(inv_path), "--json")
+    assert run.returncode == 0, run.stderr
+    assert [n["action"] for n in json.loads(run.stdout)["nodes"]] == ["nothing"]
+
+
+def test_status_lists_the_running_node(inv_path: Path, first_up: Run) -> None:
+    run = provision("status", "-i", str(inv_path), "--json")
+    assert run.returncode == 0, run.stderr
+    [row] = json.loads(run.stdout)
+    assert row["state"] == "running" and row["address"] == f"127.0.0.1:{PORT}"
+    assert row["uptime_s"] and row["uptime_s"] > 0
+
+
+def test_ssh_config_works_with_openssh(inv_path: Path, first_up: Run, tmp_path: Path) -> None:
+    run = provision("ssh-config", "-i", str(inv_path))
+    assert "StrictHostKeyChecking yes" in run.stdout
+    cfg = tmp_path / "cfg"
+    cfg.write_text(run.stdout)
+    out = subprocess.run(
+        ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", NODE, "hostname"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == NODE, out.stderr
+
+
+def test_other_host_key_is_refused_before_any_command(
+    inv: Inventory, first_up: Run, tmp_path: Path
+) -> None:
+    marker = "/tmp/provision-wrong-key-marker"
+    impostor = hostkeys.generate("impostor")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{PORT} {' '.join(impostor.public.split()[:2])}\n")
+    rendered, _ = app.render_inventory(inv, inv.nodes)
+    good = lifecycle.ssh_target(inv, rendered.nodes[0])
+    bad = ssh.Target(good.host, good.port, good.user, good.identity, known)
+    with pytest.raises(SSHError) as exc, ssh.connect(bad) as s:
+        s.run(["touch", marker])
+    assert "mismatch" in str(exc.value).lower()
+    with ssh.connect(good) as s:
+        assert s.run(["test", "-e", marker], check=False).returncode != 0
+
+
+def test_no_private_key_material_left_behind(
+    inv: Inventory, first_up: Run, conn: libvirt.virConnect
+) -> None:
+    secrets = [
+        hostkeys.load_or_create(paths.node_host_key(inv, NODE), NODE).private.reveal(),
+        hostkeys.load_or_create(paths.admin_key(inv), "x").private.reveal(),
+    ]
+    needles = [line for s in secrets for line in s.splitlines()[1:3]]
+    places: list[tuple[str, str]] = [
+        ("up output", first_up.stdout + first_up.stderr),
+        ("domain XML", conn.lookupByName(NODE).XMLDesc(0)),
+    ]
+    logs = [
+        Path("/var/log/libvirt/qemu") / f"{NODE}.log",
+        Path("/var/log/libvirt/qemu") / f"{NODE}-serial.log",
+    ]
+    for path in [*logs, *paths.inventory_dir(inv).rglob("*")]:
+        if path.is_file() and path.name not in ("ssh_host_ed25519_key", "admin_ed25519"):
+            places.append((str(path), path.read_text(errors="replace")))
+    for path in POOL_PATH.iterdir():
+        if path.name != f"{NODE}.qcow2":  # the node's own disk holds its own key, 0600
+            places.append((str(path), path.read_bytes()[:50_000_000].decode("latin-1")))
+    for name, text in places:
+        for needle in needles:
+            assert needle not in text, f"private key material in {name}"
+    for key in (paths.node_host_key(inv, NODE), paths.admin_key(inv)):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-seed-*"))
+
+
+def test_down_keeps_volumes_and_up_boots_the_kept_disk(
+    inv: Inventory, inv_path: Path, conn: libvirt.virConnect, first_up: Run
+) -> None:
+    run = provision("down", "-i", str(inv_path))
+    assert run.returncode == 0, run.stderr
+    assert NODE not in [d.name() for d in conn.listAllDomains()]
+    pool = conn.storagePoolLookupByName(POOL)
+    pool.refresh(0)
+    assert f"{NODE}.qcow2" in pool.listVolumes()
+    run = provision("up", "-i", str(inv_path))
+    assert run.returncode == 0, run.stderr
+    assert "1 changed" in run.stdout
+    with _session(inv) as s:  # same pinned key: the identity lives on the kept disk
+        assert s.run(["hostname"]).stdout.strip() == NODE
+
+
+def test_down_refuses_a_domain_that_is_not_ours(inv_path: Path, conn: libvirt.virConnect) -> None:
+    name = "pv-it-foreign"
+    doc = yaml.safe_load(inv_path.read_text())
+    doc["nodes"][name] = {"ssh_port": PORT + 1}
+    other = inv_path.with_name("with-foreign.yaml")
+    other.write_text(yaml.safe_dump(doc))
+    conn.defineXML(
+        f"<domain type='qemu'><name>{name}</name><memory>65536</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    try:
+        run = provision("down", "-i", str(other), "--nodes", name, "--purge")
+        assert run.returncode != 0 and "not ours" in run.stderr
+        assert name in [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.lookupByName(name).undefine()
+
+
+def test_down_purge_leaves_nothing_in_the_pool(
+    inv_path: Path, conn: libvirt.virConnect, first_up: Run
+) -> None:
+    run = provision("down", "-i", str(inv_path), "--purge")
+    assert run.returncode == 0, run.stderr
+    pool = conn.storagePoolLookupByName(POOL)
+    pool.refresh(0)
+    assert pool.listVolumes() == []
+    assert NODE not in [d.name() for d in conn.listAllDomains()]
