@@ -24,6 +24,12 @@ fi
 if [ -e /etc/libvirt/qemu/networks/autostart/default.xml ]; then
   rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 fi
+# Without udev nothing gives /dev/kvm Debian's usual root:kvm 0660. libvirt then finds KVM in
+# QEMU's cached capabilities but not usable by its QEMU user, drops the cache and re-probes QEMU
+# on every call (80 s per `define` on this machine). Guests here still run under TCG.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
 pgrep -x virtlogd >/dev/null || virtlogd -d
 pgrep -x libvirtd >/dev/null || libvirtd -d
 for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.2; done

@@ -76,11 +76,9 @@ def render_seed(
             if node.docker is DockerMode.ROOTFUL
             else ""
         ),
-        docker_rootless_script=(
-            render_template("docker-rootless.sh.j2", user=node.workload_user).rstrip("\n")
-            if rootless
-            else ""
-        ),
+        docker_rootless_script=_rootless("docker-rootless.sh.j2", node) if rootless else "",
+        docker_rootless_unit=_rootless("docker-rootless.service.j2", node) if rootless else "",
+        docker_rootless_env=_rootless("docker-rootless-env.sh.j2", node) if rootless else "",
     )
     meta_data = render_template("meta-data.yaml.j2", node=node, instance_id=instance_id)
     network_config = render_template("network-config.yaml.j2", node=node, network=network)
@@ -93,6 +91,10 @@ def render_seed(
     if node.docker is DockerMode.ROOTFUL:
         json.loads(render_template("daemon.json.j2"))
     return Seed(Secret(user_data), meta_data, network_config)
+
+
+def _rootless(template: str, node: Node) -> str:
+    return render_template(template, user=node.workload_user).rstrip("\n")
 
 
 def _parse_back(name: str, text: str) -> None:

@@ -9,6 +9,7 @@ the login user's shell.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import select
 import shlex
@@ -24,6 +25,11 @@ import paramiko
 from provision import hostkeys
 from provision.errors import CommandError, SSHError
 from provision.process import Result
+
+# paramiko logs transport-thread failures (e.g. no banner while a node boots) with tracebacks to
+# stderr through logging's last-resort handler. We report every failure ourselves, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 # Our nodes are pinned to the ed25519 key the provisioner generated. Disabling every other host
 # key algorithm means paramiko never even negotiates another key type, so a known_hosts line of
