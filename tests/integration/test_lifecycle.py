@@ -109,8 +109,11 @@ def test_node_answers_with_pinned_key_and_cloud_init_finished(
 ) -> None:
     with _session(inv) as s:
         assert s.run(["hostname"]).stdout.strip() == NODE
-        status = s.run(["sudo", "cloud-init", "status", "--long"], check=False)
-        assert "status: done" in status.stdout, status.stdout
+        # cloud-init finished without errors, then was disabled for every later boot.
+        result = json.loads(s.run(["sudo", "cat", "/var/lib/cloud/data/result.json"]).stdout)
+        assert result["v1"]["errors"] == [], result
+        assert "DataSourceNoCloud" in result["v1"]["datasource"]
+        assert "status: disabled" in s.run(["cloud-init", "status"], check=False).stdout
         assert s.run(["test", "-e", "/etc/cloud/cloud-init.disabled"], check=False).returncode == 0
         keys = s.run(["sudo", "sh", "-c", "ls /etc/ssh/ssh_host_*_key.pub"]).stdout.split()
         assert keys == ["/etc/ssh/ssh_host_ed25519_key.pub"]  # the pinned one, nothing generated
@@ -137,6 +140,16 @@ def test_seed_sysctls_are_live(inv: Inventory, first_up: Run) -> None:
             assert s.run(["cat", f"/proc/sys/{key.replace('.', '/')}"]).stdout.strip() == want
         cmdline = s.run(["cat", "/proc/cmdline"]).stdout
         assert "slab_nomerge" in cmdline and "root=/dev/vda" in cmdline
+
+
+def test_rootless_docker_runs_for_the_workload_user(inv: Inventory, first_up: Run) -> None:
+    with _session(inv) as s:
+        info = s.run(["sudo", "-iu", "app", "docker", "info", "--format", "{{.SecurityOptions}}"])
+        assert "rootless" in info.stdout, info.stdout
+        assert s.run(["systemctl", "is-enabled", "docker.service"], check=False).stdout.strip() in (
+            "disabled",
+            "masked",
+        )
 
 
 def test_second_up_changes_nothing(
