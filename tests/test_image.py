@@ -1,0 +1,140 @@
+"""Golden-image bookkeeping without building: cache keys, manifests, verification, SBOM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from provision import image, sbom
+from provision.errors import ImageError
+from provision.model import ImageSpec
+
+SPEC = ImageSpec(
+    name="bookworm-node",
+    suite="bookworm",
+    mirror="http://deb.debian.org/debian",
+    snapshot=None,
+    kernel_flavour="cloud-amd64",
+    extra_packages=(),
+    source_date_epoch=1700000000,
+)
+PACKAGES = (("libc6", "2.36-9+deb12u9", "amd64"), ("openssh-server", "1:9.2p1-2+deb12u3", "amd64"))
+
+
+def test_inputs_hash_is_stable_and_ignores_the_name() -> None:
+    assert image.inputs_hash(SPEC) == image.inputs_hash(SPEC)
+    assert image.inputs_hash(dataclasses.replace(SPEC, name="other")) == image.inputs_hash(SPEC)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"suite": "trixie"},
+        {"mirror": "http://mirror.example/debian"},
+        {"snapshot": "20261101T000000Z"},
+        {"kernel_flavour": "amd64"},
+        {"extra_packages": ("jq",)},
+        {"source_date_epoch": 1700000001},
+    ],
+)
+def test_every_build_input_changes_the_hash(change: dict[str, object]) -> None:
+    assert image.inputs_hash(dataclasses.replace(SPEC, **change)) != image.inputs_hash(SPEC)  # type: ignore[arg-type]
+
+
+def test_package_set_has_the_kernel_flavour_and_extras() -> None:
+    pkgs = image.packages(dataclasses.replace(SPEC, extra_packages=("jq",)))
+    assert "linux-image-cloud-amd64" in pkgs and "jq" in pkgs and "cloud-init" in pkgs
+    assert list(pkgs) == sorted(set(pkgs))
+
+
+def _fake_image(store: Path) -> Path:
+    """A tiny image directory with real files and a matching manifest."""
+    directory = image.image_dir(store, SPEC)
+    directory.mkdir(parents=True)
+    for name in image.ARTIFACTS:
+        (directory / name).write_bytes(name.encode() * 100)
+    manifest = image.Manifest(
+        image_id=image.inputs_hash(SPEC),
+        name=SPEC.name,
+        created="2026-11-22T00:00:00+00:00",
+        kernel_version="6.1.0-99-cloud-amd64",
+        artifacts=tuple(
+            image.Artifact(n, image.sha256_file(directory / n), (directory / n).stat().st_size)
+            for n in image.ARTIFACTS
+        ),
+        packages=PACKAGES,
+        inputs=image.inputs(SPEC),
+    )
+    (directory / "manifest.json").write_text(manifest.to_json())
+    return directory
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    directory = _fake_image(tmp_path)
+    m = image.load_manifest(directory)
+    assert image.Manifest.from_json(m.to_json()) == m
+    assert m.digest("vmlinuz") == image.sha256_file(directory / "vmlinuz")
+    with pytest.raises(ImageError):
+        m.digest("nope")
+
+
+def test_find_and_list(tmp_path: Path) -> None:
+    assert image.find_image(tmp_path, SPEC) is None
+    assert image.list_images(tmp_path / "missing") == []
+    _fake_image(tmp_path)
+    found = image.find_image(tmp_path, SPEC)
+    assert found is not None and found.image_id == image.inputs_hash(SPEC)
+    assert [m.image_id for m in image.list_images(tmp_path)] == [found.image_id]
+
+
+def test_verify_names_each_bad_file(tmp_path: Path) -> None:
+    directory = _fake_image(tmp_path)
+    assert image.verify_image(directory) == []
+    (directory / "vmlinuz").write_bytes(b"v" * 1000)  # same file, other bytes, other size
+    (directory / "initrd.img").unlink()
+    data = bytearray((directory / "sbom.cdx.json").read_bytes())
+    data[0] ^= 1
+    (directory / "sbom.cdx.json").write_bytes(bytes(data))  # same size, other digest
+    problems = image.verify_image(directory)
+    assert problems == [
+        "vmlinuz: size 1000, manifest says 700",
+        "initrd.img: missing",
+        "sbom.cdx.json: sha256 differs from the manifest",
+    ]
+
+
+def test_corrupt_or_missing_manifest_is_an_image_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"manifest\.json missing"):
+        image.load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ImageError, match="corrupt"):
+        image.load_manifest(tmp_path)
+    assert image.verify_image(tmp_path)[0].endswith("(rebuild with --force)")
+
+
+def test_cached_image_is_not_rebuilt(tmp_path: Path) -> None:
+    _fake_image(tmp_path)
+    messages: list[str] = []
+    manifest, built = image.build_image(SPEC, tmp_path, progress=messages.append)
+    assert not built and manifest.image_id == image.inputs_hash(SPEC)
+    assert "cached" in messages[0]
+
+
+def test_sbom_purls_match_packages_and_pass_the_schema() -> None:
+    text = sbom.sbom_json(PACKAGES, "f" * 64, "bookworm-node")
+    sbom.validate_sbom(text)
+    purls = [c["purl"] for c in json.loads(text)["components"]]
+    assert purls == [
+        "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64&distro=debian-12",
+        "pkg:deb/debian/openssh-server@1:9.2p1-2%2Bdeb12u3?arch=amd64&distro=debian-12",
+    ]
+
+
+def test_sbom_validation_can_fail() -> None:
+    doc = json.loads(sbom.sbom_json(PACKAGES, "f" * 64, "x"))
+    doc["components"][0]["type"] = "not-a-type"
+    with pytest.raises(ImageError, match="schema"):
+        sbom.validate_sbom(json.dumps(doc))
