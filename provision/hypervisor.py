@@ -123,9 +123,13 @@ class Connection:
         return int(self._pool(pool_name).info()[3])
 
     def volumes(self, pool_name: str) -> dict[str, int]:
-        """Volume name -> size in bytes (capacity)."""
+        """Volume name -> bytes in its file (`physical`: a qcow2's capacity is its virtual size)."""
         pool = self._pool(pool_name)
-        return {v.name(): int(v.info()[1]) for v in pool.listAllVolumes(0)}
+        out = {}
+        for v in pool.listAllVolumes(0):
+            physical = ET.fromstring(v.XMLDesc(0)).findtext("physical")
+            out[v.name()] = int(physical) if physical is not None else int(v.info()[2])
+        return out
 
     def upload(
         self,

@@ -192,7 +192,15 @@ def upload_golden(
         size = next(a.size for a in manifest.artifacts if a.name == artifact)
         if have.get(volume) == size:
             continue
-        if volume in have:  # a partial upload from an interrupted run
+        if volume in have:
+            # A partial upload from an interrupted run: ours to replace, unless a domain uses it.
+            users = [d.name for d in conn.domains() if volume in d.xml]
+            if users:
+                raise HypervisorError(
+                    f"golden volume {volume} has {have[volume]} bytes, the image {size}, "
+                    f"and domains use it: {', '.join(users)}",
+                    hint="rebuild those nodes, or rebuild the image with `image build --force`",
+                )
             conn.delete_volume(pool, volume)
         with phase(emit, "*", "upload", volume):
             conn.upload(

@@ -161,6 +161,7 @@ def test_second_up_changes_nothing(
     run = provision("up", "-i", str(inv_path))
     assert run.returncode == 0, run.stderr
     assert "up: 0 changed, 1 unchanged" in run.stdout
+    assert " upload " not in run.stderr  # the golden artifacts are uploaded once per digest
     assert conn.lookupByName(NODE).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == xml_before
     with _session(inv) as s:
         assert s.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout == boot_before
