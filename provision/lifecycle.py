@@ -130,6 +130,7 @@ def up(inv: Inventory, nodes: tuple[Node, ...], emit: Emit) -> UpResult:
                 preflight(conn, renders)
             with phase(emit, "*", "pool", hv.pool_name):
                 conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
+                preflight_disk(conn, renders, manifest, rendered.golden)
             upload_golden(conn, inv, manifest, rendered.golden, hv.pool_name, emit)
             for r in renders:
                 if converge_node(conn, inv, r, emit):
@@ -170,6 +171,38 @@ def preflight(conn: hypervisor.Connection, renders: list[render.NodeRender]) -> 
         raise HypervisorError(
             f"{hv.name}: not enough free memory: new nodes need {need} MiB, {free} MiB free",
             hint="lower memory_mib, or move nodes to another hypervisor",
+        )
+
+
+NODE_DISK_HEADROOM = 1 << 30  # an overlay starts tiny; first boot writes a few hundred MiB
+
+
+def preflight_disk(
+    conn: hypervisor.Connection,
+    renders: list[render.NodeRender],
+    manifest: image.Manifest,
+    ref: golden.GoldenRef,
+) -> None:
+    """Enough free space in the pool for the artifacts still to upload and the new overlays."""
+    hv = renders[0].hypervisor
+    have = conn.volumes(hv.pool_name)
+    sizes = {a.name: a.size for a in manifest.artifacts}
+    need = sum(
+        sizes[artifact]
+        for artifact, volume in (
+            ("rootfs.qcow2", ref.base_volume),
+            ("vmlinuz", ref.kernel_volume),
+            ("initrd.img", ref.initrd_volume),
+        )
+        if have.get(volume) != sizes[artifact]
+    )
+    need += NODE_DISK_HEADROOM * sum(1 for r in renders if domain.disk_volume(r.node) not in have)
+    free = conn.pool_free_bytes(hv.pool_name)
+    if need > free:
+        raise HypervisorError(
+            f"{hv.name}: pool {hv.pool_name} has {free >> 20} MiB free, this run needs "
+            f"{need >> 20} MiB",
+            hint="free space under pool_path, or move nodes to another hypervisor",
         )
 
 
