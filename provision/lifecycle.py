@@ -127,7 +127,7 @@ def up(inv: Inventory, nodes: tuple[Node, ...], emit: Emit) -> UpResult:
         hv = renders[0].hypervisor
         with hypervisor.connect(hv.uri) as conn:
             with phase(emit, "*", "preflight", hv.name):
-                preflight(conn, renders)
+                preflight(conn, renders, emit)
             with phase(emit, "*", "pool", hv.pool_name):
                 conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
                 preflight_disk(conn, renders, manifest, rendered.golden)
@@ -140,8 +140,16 @@ def up(inv: Inventory, nodes: tuple[Node, ...], emit: Emit) -> UpResult:
     return UpResult(tuple(changed), tuple(unchanged))
 
 
-def preflight(conn: hypervisor.Connection, renders: list[render.NodeRender]) -> None:
+def preflight(
+    conn: hypervisor.Connection, renders: list[render.NodeRender], emit: Emit | None = None
+) -> None:
     hv = renders[0].hypervisor
+    if hv.require_nvme and not app.is_local(hv.uri) and emit is not None:
+        # The pool's block device is only visible on the hypervisor itself; libvirt does not
+        # report it. Say so rather than pretend the check ran.
+        emit(
+            Event("*", "preflight", "warn", detail=f"{hv.name}: require_nvme not checked remotely")
+        )
     if hv.accel is Accel.KVM and app.is_local(hv.uri):
         choice = choose_accel(Accel.KVM, localhost.kvm_device(), cpu_flags(localhost.cpuinfo()))
         if choice.warning:
