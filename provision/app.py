@@ -6,14 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provision import golden, hostkeys, hypervisor, inventory, localhost, paths, render
-from provision.errors import ProvisionError
+from provision.errors import UsageError
 from provision.facts import AccelChoice, choose_accel, cpu_flags
 from provision.model import Accel, Hypervisor, Inventory, Node
-from provision.plan import Action, NodePlan, plan_node
-
-
-class UsageError(ProvisionError):
-    exit_code = 2
+from provision.plan import NodePlan, plan_node
 
 
 def select(inv: Inventory, names: Sequence[str] | None) -> tuple[Node, ...]:
@@ -30,11 +26,9 @@ def select(inv: Inventory, names: Sequence[str] | None) -> tuple[Node, ...]:
 
 
 def is_local(uri: str) -> bool:
-    return (
-        uri.split("://", 1)[0] in ("qemu", "qemu+unix")
-        and "://" in uri
-        and (uri.split("://", 1)[1].startswith("/"))
-    )
+    """qemu:///system and friends: no host part, so the hypervisor is this machine."""
+    scheme, sep, rest = uri.partition("://")
+    return bool(sep) and scheme in ("qemu", "qemu+unix") and rest.startswith("/")
 
 
 def probe_accel(hv: Hypervisor) -> AccelChoice:
@@ -82,9 +76,6 @@ def plan(rendered: render.Rendered) -> list[NodePlan]:
             for r in renders:
                 plans.append(plan_node(r, conn.domain(r.node.name)))
     return plans
-
-
-__all__ = ["Action", "UsageError", "load", "plan", "render_inventory", "select"]
 
 
 def load(path: Path) -> Inventory:

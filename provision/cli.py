@@ -13,6 +13,7 @@ from pathlib import Path
 
 from provision import __version__, app, render, settings
 from provision.errors import ConfigError, ProvisionError
+from provision.plan import Action
 
 DEFAULT_INVENTORY = Path("inventories/local.yaml")
 
@@ -175,7 +176,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             for a in dict.fromkeys(p.action for p in plans)
         }
         print("plan: " + ", ".join(f"{n} {a.value}" for a, n in counts.items()))
-    return 1 if any(p.action is app.Action.REFUSE for p in plans) else 0
+    return 1 if any(p.action is Action.REFUSE for p in plans) else 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -44,6 +44,12 @@ class ConfigError(ProvisionError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class UsageError(ProvisionError):
+    """The command line names something that does not exist (e.g. an unknown node)."""
+
+    exit_code = 2
+
+
 class CommandError(ProvisionError):
     """A local process failed; the message names the exact command."""
 
