@@ -8,12 +8,15 @@ The image carries packages, not policy: all hardening arrives through the seed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,7 +165,11 @@ def find_image(store: Path, spec: ImageSpec) -> Manifest | None:
 def list_images(store: Path) -> list[Manifest]:
     if not store.is_dir():
         return []
-    found = [load_manifest(d) for d in sorted(store.iterdir()) if (d / "manifest.json").exists()]
+    found = [
+        load_manifest(d)
+        for d in sorted(store.iterdir())
+        if not d.name.startswith(".") and (d / "manifest.json").exists()  # not a build in progress
+    ]
     return sorted(found, key=lambda m: m.created)
 
 
@@ -205,20 +212,76 @@ def build_image(
         progress(f"image {final.name} is cached: nothing to rebuild")
         return load_manifest(final), False
     store.mkdir(parents=True, exist_ok=True)
-    for stale in store.glob(".build-*"):  # left by an interrupted build
-        progress(f"removing unfinished build {stale.name}")
-        shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=store))
-    try:
-        manifest = _build(spec, work, progress)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(work, final)  # atomic: a cached image is always a complete one
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with _store_lock(store, progress):
+        if not force and (final / "manifest.json").exists():
+            progress(f"image {final.name} was built while we waited: nothing to rebuild")
+            return load_manifest(final), False
+        remove_stale_builds(store, progress)
+        work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=store))
+        try:
+            manifest = _build(spec, work, progress)
+            if final.exists():
+                remove_tree(final)
+            os.rename(work, final)  # atomic: a cached image is always a complete one
+        except BaseException:
+            # If mounts are left behind, keep the directory: the next build names them.
+            with contextlib.suppress(ImageError):
+                remove_tree(work)
+            raise
     progress(f"image {final.name} built")
     return manifest, True
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path, progress: Progress) -> Iterator[None]:
+    """One build at a time per store: a build's temp dir is then never another build's."""
+    with (store / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another image build in {store}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file descriptor
+
+
+def remove_stale_builds(store: Path, progress: Progress) -> None:
+    """Remove the temp dirs of interrupted builds (callers hold the store lock)."""
+    for stale in sorted(store.glob(".build-*")):
+        progress(f"removing unfinished build {stale.name}")
+        remove_tree(stale)
+
+
+def mounts_below(path: Path, mountinfo: str) -> list[str]:
+    """Mount points at or below `path` in /proc/self/mountinfo text (octal escapes decoded)."""
+    top = str(path)
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == top or point.startswith(top + "/"):
+            points.append(point)
+    return points
+
+
+def remove_tree(path: Path, mountinfo: str | None = None) -> None:
+    """rmtree, but never through a mount point.
+
+    A killed mmdebstrap (Ctrl-C makes subprocess SIGKILL it before its cleanup runs) leaves the
+    host's /dev/shm bind-mounted in the rootfs, with /proc, /sys and /dev/pts: rmtree would empty
+    the host's /dev/shm through it.
+    """
+    if not path.exists():
+        return
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    if points := mounts_below(path.resolve(), mountinfo):
+        raise ImageError(
+            f"{path} still has mounts from an interrupted build: {', '.join(points)}",
+            hint=f"unmount them (umount {' '.join(reversed(points))}) and retry",
+        )
+    shutil.rmtree(path)
 
 
 def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
@@ -237,7 +300,7 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
             "--mode=root",
             "--format=directory",
             f"--include={','.join(pkgs)}",
-            # Services must not start inside the build chroot.
+            # Documentation is dead weight on a node; the copyright files (licences) stay.
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
             spec.suite,
@@ -269,7 +332,7 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
         ],
         env={**env, "E2FSPROGS_FAKE_TIME": str(spec.source_date_epoch)},
     )
-    shutil.rmtree(rootfs)
+    remove_tree(rootfs)
     progress("converting to qcow2")
     run(["qemu-img", "convert", "-O", "qcow2", raw, work / "rootfs.qcow2"])
     raw.unlink()

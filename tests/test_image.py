@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,47 @@ def test_sbom_validation_can_fail() -> None:
     doc["components"][0]["type"] = "not-a-type"
     with pytest.raises(ImageError, match="schema"):
         sbom.validate_sbom(json.dumps(doc))
+
+
+# Recorded from a mmdebstrap (root mode) killed with SIGKILL mid-build; the last line is made up
+# to check the octal escape of a space.
+MOUNTINFO = """\
+25 24 0:23 / /dev/shm rw,relatime - tmpfs tmpfs rw,size=24684084k
+58 27 0:40 / /store/.build-x/rootfs/dev/pts rw,nosuid - devpts none rw,mode=620,ptmxmode=666
+59 27 0:27 / /store/.build-x/rootfs/dev/shm rw,relatime - tmpfs tmpfs rw,size=24684084k
+61 27 0:22 / /store/.build-x/rootfs/sys ro,nosuid,nodev,noexec,relatime - sysfs sys rw
+64 27 0:41 / /store/.build-x/rootfs/proc ro,relatime - proc proc ro
+70 27 0:42 / /store/.build-xy/a\\040b rw - tmpfs tmpfs rw
+"""
+
+
+def test_mounts_below_finds_what_a_killed_mmdebstrap_left() -> None:
+    assert image.mounts_below(Path("/store/.build-x"), MOUNTINFO) == [
+        "/store/.build-x/rootfs/dev/pts",
+        "/store/.build-x/rootfs/dev/shm",
+        "/store/.build-x/rootfs/sys",
+        "/store/.build-x/rootfs/proc",
+    ]
+    assert image.mounts_below(Path("/store/.build-xy"), MOUNTINFO) == ["/store/.build-xy/a b"]
+    assert image.mounts_below(Path("/store/.build-z"), MOUNTINFO) == []
+
+
+def test_stale_build_is_removed_but_never_through_a_mount(tmp_path: Path) -> None:
+    """An rmtree through the host's /dev/shm bind mount would empty the host's /dev/shm."""
+    stale = tmp_path / ".build-abc-123"
+    (stale / "rootfs" / "dev" / "shm").mkdir(parents=True)
+    (stale / "rootfs" / "dev" / "shm" / "host-file").write_text("not ours")
+    mounted = f"59 27 0:27 / {stale.resolve()}/rootfs/dev/shm rw - tmpfs tmpfs rw\n"
+    with pytest.raises(ImageError, match=r"rootfs/dev/shm") as err:
+        image.remove_tree(stale, mountinfo=mounted)
+    assert f"umount {stale.resolve()}/rootfs/dev/shm" in err.value.hint
+    assert (stale / "rootfs" / "dev" / "shm" / "host-file").exists()
+    messages: list[str] = []
+    image.remove_stale_builds(tmp_path, messages.append)
+    assert not stale.exists() and messages == ["removing unfinished build .build-abc-123"]
+
+
+def test_list_images_ignores_a_build_in_progress(tmp_path: Path) -> None:
+    directory = _fake_image(tmp_path)
+    shutil.copytree(directory, tmp_path / ".build-0123456789abcdef-x")
+    assert len(image.list_images(tmp_path)) == 1
