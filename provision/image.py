@@ -26,7 +26,7 @@ from provision.errors import ImageError
 from provision.model import ImageSpec
 from provision.process import run
 
-BUILDER_VERSION = "1"  # bump when the recipe below changes: every cached image is then stale
+BUILDER_VERSION = "2"  # bump when the recipe below changes: every cached image is then stale
 
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
@@ -397,6 +397,11 @@ def _scrub(rootfs: Path) -> None:
     hostname = rootfs / "etc" / "hostname"
     if hostname.exists():
         hostname.unlink()
+    # mmdebstrap leaves the build host's resolver here. A node gets its own from DHCP; unlink
+    # first, as writing through a symlink would change a file on the build host.
+    resolv = rootfs / "etc" / "resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.write_text("")
 
 
 def _dpkg_list(rootfs: Path) -> tuple[tuple[str, str, str], ...]:

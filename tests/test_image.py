@@ -179,6 +179,38 @@ def test_stale_build_is_removed_but_never_through_a_mount(tmp_path: Path) -> Non
     assert not stale.exists() and messages == ["removing unfinished build .build-abc-123"]
 
 
+def test_scrub_leaves_no_identity_and_never_writes_outside_the_rootfs(tmp_path: Path) -> None:
+    rootfs, outside = tmp_path / "rootfs", tmp_path / "host-resolv.conf"
+    files = {
+        "etc/ssh/ssh_host_ed25519_key": "private",
+        "etc/ssh/sshd_config": "keep",
+        "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+        "etc/hostname": "buildhost\n",
+        "etc/network/interfaces": "auto lo\n",
+        "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease": "x",
+        "var/cache/apt/pkgcache.bin": "x",
+        "var/log/apt/history.log": "x",
+        "var/log/dpkg.log": "x",
+    }
+    for name, text in files.items():
+        (rootfs / name).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / name).write_text(text)
+    outside.write_text("nameserver 10.255.255.53\n")
+    (rootfs / "etc/resolv.conf").symlink_to(outside)  # as a host with systemd-resolved has
+    image._scrub(rootfs)
+    assert sorted(p.name for p in (rootfs / "etc/ssh").iterdir()) == ["sshd_config"]
+    assert (rootfs / "etc/machine-id").read_text() == ""
+    assert not (rootfs / "etc/hostname").exists()
+    assert not (rootfs / "etc/resolv.conf").is_symlink()
+    assert (rootfs / "etc/resolv.conf").read_text() == ""
+    assert outside.read_text() == "nameserver 10.255.255.53\n"
+    assert "source /etc/network/interfaces.d/*" in (rootfs / "etc/network/interfaces").read_text()
+    assert (rootfs / "etc/fstab").read_text() == "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n"
+    assert list((rootfs / "var/lib/apt/lists").iterdir()) == []
+    assert list((rootfs / "var/cache/apt").iterdir()) == []
+    assert [p for p in (rootfs / "var/log").rglob("*") if p.is_file()] == []
+
+
 def test_list_images_ignores_a_build_in_progress(tmp_path: Path) -> None:
     directory = _fake_image(tmp_path)
     shutil.copytree(directory, tmp_path / ".build-0123456789abcdef-x")

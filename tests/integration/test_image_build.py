@@ -58,6 +58,9 @@ def test_identity_is_scrubbed(golden_dir: Path, tmp_path: Path) -> None:
     assert re.search(r"Size: 0\b", debugfs("stat /etc/machine-id"))
     assert "source /etc/network/interfaces.d/*" in debugfs("cat /etc/network/interfaces")
     assert "/dev/vda / ext4" in debugfs("cat /etc/fstab")
+    # Not the build host's resolver: a node takes its own from DHCP or its seed.
+    assert debugfs("cat /etc/resolv.conf").strip() == ""
+    assert "Size: 0" in debugfs("stat /etc/resolv.conf")
     lists = debugfs("ls /var/lib/apt/lists").split()
     assert [x for x in lists if x.endswith("_Packages")] == []
 
