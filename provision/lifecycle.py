@@ -264,52 +264,68 @@ def converge_node(
             hint=f"update policies arrive with the fleet lifecycle; for now "
             f"`provision down --nodes {name}` then `up` redefines it and keeps its disk",
         )
-    if p.action is Action.NOTHING:
-        if fact is not None and fact.active:
-            emit(Event(name, "converge", "info", detail="unchanged"))
-            return False
-        with phase(emit, name, "start"):
-            conn.start(name)
-        wait_ssh(inv, r, emit).close()
-        return True
-
     vols = conn.volumes(pool)
     disk, seed_vol = domain.disk_volume(r.node), domain.seed_volume(r.node)
-    if disk in vols and seed_vol in vols:
-        # The seed is deleted only after a successful first boot: this disk never finished one.
-        emit(Event(name, "converge", "info", detail="first boot never completed: recreating disk"))
-        conn.delete_volume(pool, disk)
-        conn.delete_volume(pool, seed_vol)
-        vols = conn.volumes(pool)
-    if disk in vols:
-        # `down` kept this node's disk: boot it again, without a seed (first boot is done).
+    # The seed is deleted only after a successful first boot: while it exists, first boot is
+    # unfinished (an earlier run was interrupted) and this run finishes it.
+    first_boot_done = disk in vols and seed_vol not in vols
+
+    if p.action is Action.NOTHING:
+        active = fact is not None and fact.active
+        if first_boot_done and active:
+            emit(Event(name, "converge", "info", detail="unchanged"))
+            return False
+        if not active:
+            with phase(emit, name, "start"):
+                conn.start(name)
+        if first_boot_done:
+            wait_ssh(inv, r, emit).close()
+        else:
+            emit(Event(name, "converge", "info", detail="finishing an interrupted first boot"))
+            finish_first_boot(conn, inv, r, emit)
+        return True
+
+    if first_boot_done:
+        # `down` kept this node's disk: boot it again without a seed.
         with phase(emit, name, "define"):
             conn.define(r.booted_xml)
         with phase(emit, name, "start"):
             conn.start(name)
         wait_ssh(inv, r, emit).close()
         return True
-
-    with phase(emit, name, "overlay"):
-        conn.create_volume(pool, r.overlay_xml)
+    if disk in vols:
+        # Keep the disk (volumes go only with --purge) and boot it with a fresh seed.
+        emit(Event(name, "converge", "info", detail="resuming an unfinished first boot"))
+    else:
+        with phase(emit, name, "overlay"):
+            conn.create_volume(pool, r.overlay_xml)
     with phase(emit, name, "seed"):
+        conn.delete_volume(pool, seed_vol)  # possibly a partial upload; ours, and re-made here
         upload_seed(conn, r)
     with phase(emit, name, "define"):
         conn.define(r.domain_xml)
     with phase(emit, name, "start"):
         conn.start(name)
+    finish_first_boot(conn, inv, r, emit)
+    return True
+
+
+def finish_first_boot(
+    conn: hypervisor.Connection, inv: Inventory, r: render.NodeRender, emit: Emit
+) -> None:
+    """Wait for SSH and cloud-init, then make sure first-boot work never runs again."""
+    name = r.node.name
     session = wait_ssh(inv, r, emit)
     try:
         with phase(emit, name, "cloud-init"):
             wait_cloud_init(session, name)
         with phase(emit, name, "first-boot-done"):
-            # Never again: a later boot must not regenerate keys or re-run first-boot work.
+            # A later boot must not regenerate keys or re-run first-boot work.
             session.run(["sudo", "touch", "/etc/cloud/cloud-init.disabled"])
             conn.detach_disk(name, SEED_TARGET)
-            conn.delete_volume(pool, seed_vol)  # it held the node's private host key
+            conn.delete_volume(r.hypervisor.pool_name, domain.seed_volume(r.node))  # host key
     finally:
         session.close()
-    return True
 
 
 def upload_seed(conn: hypervisor.Connection, r: render.NodeRender) -> None:

@@ -287,3 +287,35 @@ def test_down_purge_leaves_nothing_in_the_pool(
     pool.refresh(0)
     assert pool.listVolumes() == []
     assert NODE not in [d.name() for d in conn.listAllDomains()]
+
+
+def test_up_killed_during_first_boot_converges_on_rerun(
+    inv: Inventory, inv_path: Path, conn: libvirt.virConnect, golden_image: object
+) -> None:
+    """SIGKILL after the domain started (seed attached, cloud-init running): a re-run finishes."""
+    provision("down", "-i", str(inv_path), "--purge")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provision.cli", "up", "-i", str(inv_path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if (event.get("node"), event.get("phase"), event.get("status")) == (NODE, "ssh", "start"):
+            break
+    proc.kill()
+    proc.wait()
+    assert conn.lookupByName(NODE).isActive()
+    run = provision("up", "-i", str(inv_path))
+    assert run.returncode == 0, run.stderr
+    assert "finishing an interrupted first boot" in run.stderr
+    assert "1 changed" in run.stdout
+    pool = conn.storagePoolLookupByName(POOL)
+    pool.refresh(0)
+    assert f"{NODE}-seed.img" not in pool.listVolumes()
+    with _session(inv) as s:
+        assert s.run(["test", "-e", "/etc/cloud/cloud-init.disabled"], check=False).returncode == 0
+    run = provision("down", "-i", str(inv_path), "--purge")
+    assert run.returncode == 0, run.stderr
