@@ -49,6 +49,7 @@ def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Re
     admin = None
     if any(n.admin.managed_key for n in nodes):
         admin = hostkeys.load_or_create(paths.admin_key(inv), f"provision@{inv.name}").public
+    verifier = hostkeys.load_or_create(paths.verifier_key(inv), f"verifier@{inv.name}").public
     warnings: list[str] = []
     accels: dict[str, Accel] = {}
     for hv_name in dict.fromkeys(n.hypervisor for n in nodes):
@@ -62,7 +63,7 @@ def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Re
             f"golden image {ref.image_id[:16]} is not built yet: digests are marked unresolved "
             "(run `provision image build`)"
         )
-    return render.render(inv, ref, keys, admin, accels, nodes), warnings
+    return render.render(inv, ref, keys, admin, accels, nodes, verifier_key=verifier), warnings
 
 
 def plan(rendered: render.Rendered) -> list[NodePlan]:

@@ -29,6 +29,7 @@ class Verb(StrEnum):
     PLAN = "plan"
     SETTINGS = "settings"
     IMAGE = "image"
+    VERIFY = "verify"
 
 
 def _inventory_arg(p: argparse.ArgumentParser) -> None:
@@ -125,6 +126,18 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         Verb.SETTINGS,
         help="list every inventory setting with its type, default and meaning",
+    )
+
+    ve = sub.add_parser(
+        Verb.VERIFY,
+        help="check running nodes against the hardening catalogue (testinfra over pinned SSH)",
+    )
+    _inventory_arg(ve)
+    ve.add_argument("node", nargs="*", help="nodes to verify (default: all; same as --nodes)")
+    ve.add_argument("--json", action="store_true", help="print the report as JSON")
+    ve.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
+    ve.add_argument(
+        "-k", dest="select", metavar="EXPR", help="only checks matching this pytest -k expression"
     )
 
     im = sub.add_parser(Verb.IMAGE, help="build, list and verify golden images")
@@ -248,6 +261,28 @@ def cmd_console(args: argparse.Namespace) -> int:
     return app.console_exec(inv, args.node)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from provision.progress import Progress
+    from provision.verify import report, runner
+
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, [*args.node, *(args.nodes or [])] or None)
+    today = date.today()
+    for n in nodes:
+        for w in runner.expired(n.waivers, today):
+            print(
+                f"warning: {n.name}: waiver for {w.check_id} expired {w.expires}", file=sys.stderr
+            )
+    with Progress(False, stream=sys.stderr) as progress:
+        reports = runner.verify(inv, nodes, progress, today, args.select)
+    if args.junit:
+        args.junit.write_text(report.to_junit(reports))
+    print(report.to_json(reports) if args.json else report.text(reports))
+    return 1 if any(r.failed for r in reports) else 0
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(settings.reference())
     return 0
@@ -301,6 +336,7 @@ COMMANDS = {
     Verb.PLAN: cmd_plan,
     Verb.SETTINGS: cmd_settings,
     Verb.IMAGE: cmd_image,
+    Verb.VERIFY: cmd_verify,
 }
 
 

@@ -6,6 +6,8 @@ Every problem is collected and raised at once as a located ConfigError.
 from __future__ import annotations
 
 import ipaddress
+import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ from provision.model import (
     NetworkMode,
     Node,
     Role,
+    Waiver,
 )
+from provision.verify import catalogue
 from provision.yamlsrc import Value
 from provision.yamlsrc import load as load_yaml
 
@@ -256,7 +260,8 @@ def _node(
     before = len(problems)
 
     def bad(key: str, message: str) -> None:
-        loc = origin[key].loc if key in origin else node_value.loc
+        top = key.split(".")[0]
+        loc = origin[top].loc if top in origin else node_value.loc
         problems.append(loc.problem(f"{path}.{key}", message))
 
     if v["hypervisor"] not in hypervisors:
@@ -290,6 +295,7 @@ def _node(
             "workload_user",
             "must differ from admin.name (the workload user has no sudo)",
         )
+    waivers = tuple(_waiver(check_id, text, bad) for check_id, text in v["waivers"].items())
     if len(problems) > before:
         return None
     return Node(
@@ -314,7 +320,31 @@ def _node(
         sysctl=tuple(sorted(v["sysctl"].items())),
         labels=tuple(sorted(v["labels"].items())),
         groups=tuple(v["groups"]),
+        waivers=tuple(w for w in waivers if w is not None),
     )
+
+
+_UNTIL = re.compile(r"^until (\d{4}-\d{2}-\d{2}): (.*)$")
+
+
+def _waiver(check_id: str, text: str, bad: Any) -> Waiver | None:
+    """`reason` or `until YYYY-MM-DD: reason`; the id must be in the hardening catalogue."""
+    if check_id not in catalogue.ids():
+        bad(f"waivers.{check_id}", "not a check id of the hardening catalogue")
+        return None
+    expires = None
+    m = _UNTIL.match(text)
+    if m:
+        try:
+            expires = date.fromisoformat(m.group(1))
+        except ValueError:
+            bad(f"waivers.{check_id}", f"{m.group(1)!r} is not a date (YYYY-MM-DD)")
+            return None
+        text = m.group(2)
+    if len(text.strip()) < 10:
+        bad(f"waivers.{check_id}", "give the reason for the waiver (at least a sentence)")
+        return None
+    return Waiver(check_id, text.strip(), expires)
 
 
 def _check_address(text: str, cidr: str | None, bad: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
@@ -74,6 +75,15 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Waiver:
+    """A named exception to one verification check, with its reason and optional expiry."""
+
+    check_id: str
+    reason: str
+    expires: date | None
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     hypervisor: str
@@ -91,6 +101,7 @@ class Node:
     sysctl: tuple[tuple[str, str], ...]  # overrides on top of the hardening set, sorted
     labels: tuple[tuple[str, str], ...]  # owner/env labels, sorted
     groups: tuple[str, ...]
+    waivers: tuple[Waiver, ...] = ()  # verification exceptions; not part of the node's state
 
 
 @dataclass(frozen=True)

@@ -24,5 +24,10 @@ def admin_key(inv: Inventory) -> Path:
     return inventory_dir(inv) / "admin_ed25519"
 
 
+def verifier_key(inv: Inventory) -> Path:
+    """The verification suite's key: its public half is the node account `verifier`'s login."""
+    return inventory_dir(inv) / "verifier_ed25519"
+
+
 def known_hosts(inv: Inventory) -> Path:
     return inventory_dir(inv) / "known_hosts"

@@ -74,16 +74,19 @@ def spec_hash(
     host_key_public: str,
     admin_keys: tuple[str, ...],
     templates: str,
+    verifier_key: str,
 ) -> str:
     """Hash of the node's desired state (never of secrets): what `plan` compares."""
     doc = {
-        "node": asdict(node),
+        # Waivers are about judging the node, not building it: editing one changes nothing here.
+        "node": {k: v for k, v in asdict(node).items() if k != "waivers"},
         "pool": [hypervisor.pool_name, hypervisor.pool_path],
         "network": asdict(network),
         "golden": asdict(golden),
         "cmdline": hardening.kernel_cmdline(node),
         "host_key": host_key_public,
         "admin_keys": list(admin_keys),
+        "verifier_key": verifier_key,
         "templates": templates,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -96,8 +99,14 @@ def render(
     managed_admin_key: str | None,
     accels: Mapping[str, Accel],
     nodes: tuple[Node, ...] | None = None,
+    *,
+    verifier_key: str,
 ) -> Rendered:
-    """Render the given nodes (all by default). `accels` maps hypervisor -> resolved kvm/qemu."""
+    """Render the given nodes (all by default). `accels` maps hypervisor -> resolved kvm/qemu.
+
+    `verifier_key` is the public key the verification suite logs in with (account
+    hardening.VERIFIER_USER).
+    """
     templates = templates_digest()
     out = []
     for node in nodes if nodes is not None else inventory.nodes:
@@ -107,7 +116,7 @@ def render(
         admin_keys = node.admin.ssh_keys
         if node.admin.managed_key and managed_admin_key:
             admin_keys = (*admin_keys, managed_admin_key)
-        digest = spec_hash(node, hv, net, golden, key.public, admin_keys, templates)
+        digest = spec_hash(node, hv, net, golden, key.public, admin_keys, templates, verifier_key)
         meta = domain.node_meta(inventory.name, node, golden, digest, key.fingerprint)
         accel = accels[hv.name]
         out.append(
@@ -132,7 +141,13 @@ def render(
                 ),
                 overlay_xml=domain.overlay_volume_xml(node, hv, golden),
                 seed=seed.render_seed(
-                    inventory.name, node, net, key, admin_keys, f"{node.name}-{digest[:12]}"
+                    inventory.name,
+                    node,
+                    net,
+                    key,
+                    admin_keys,
+                    f"{node.name}-{digest[:12]}",
+                    verifier_key,
                 ),
                 host_key_public=key.public,
             )

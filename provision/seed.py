@@ -15,7 +15,7 @@ import yaml
 
 from provision import hardening
 from provision.hostkeys import KeyPair
-from provision.model import DockerMode, Network, Node
+from provision.model import Network, Node
 from provision.secret import Secret
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloudinit"
@@ -54,6 +54,111 @@ def sysctl_conf(node: Node) -> str:
     return render_template("sysctl.conf.j2", sysctls=hardening.sysctls(node))
 
 
+@dataclass(frozen=True)
+class SeedFile:
+    """A file cloud-init writes (write_files), owned by root."""
+
+    path: str
+    mode: str  # octal text, as cloud-init takes it
+    content: str
+
+
+# Executables among the seed files: the shell scripts tests run shellcheck on.
+HARDEN_SCRIPT = "/usr/local/sbin/provision-harden"
+ROOTLESS_SCRIPT = "/usr/local/sbin/provision-docker-rootless"
+
+
+def seed_files(node: Node) -> tuple[SeedFile, ...]:
+    """Every file the seed writes for this node, in write order; runcmd then applies them."""
+
+    def f(path: str, mode: str, template: str, **values: object) -> SeedFile:
+        return SeedFile(path, mode, render_template(template, **values).rstrip("\n"))
+
+    modules = hardening.modules(node)
+    files = [
+        SeedFile("/etc/sysctl.d/60-provision-hardening.conf", "0644", sysctl_conf(node).rstrip()),
+    ]
+    if modules:
+        files.append(
+            f("/etc/modules-load.d/provision.conf", "0644", "modules-load.conf.j2", modules=modules)
+        )
+    files += [
+        f(
+            "/etc/modprobe.d/provision-blacklist.conf",
+            "0644",
+            "modprobe-blacklist.conf.j2",
+            modules=hardening.BLACKLISTED_MODULES,
+        ),
+        f(
+            "/etc/ssh/sshd_config.d/10-provision-hardening.conf",
+            "0600",
+            "sshd-hardening.conf.j2",
+            allow_users=(node.admin.name, hardening.VERIFIER_USER),
+        ),
+        f("/etc/sudoers.d/10-provision-defaults", "0440", "sudoers-defaults.j2"),
+        f(
+            "/etc/sudoers.d/60-provision-verifier",
+            "0440",
+            "sudoers-verifier.j2",
+            verifier_user=hardening.VERIFIER_USER,
+            facts_helper=hardening.FACTS_HELPER,
+        ),
+        f(
+            hardening.FACTS_HELPER,
+            "0755",
+            "verify-facts.sh.j2",
+            workload_user=node.workload_user,
+        ),
+        f(
+            "/etc/provision/firewall.nft",
+            "0600",
+            "firewall.nft.j2",
+            ports=hardening.firewall_ports(node),
+            rootful=hardening.is_rootful(node),
+        ),
+        f(
+            "/etc/systemd/system/provision-firewall.service",
+            "0644",
+            "provision-firewall.service.j2",
+        ),
+        f("/etc/audit/rules.d/60-provision.rules", "0640", "audit.rules.j2"),
+        f("/etc/audit/auditd.conf", "0640", "auditd.conf.j2"),
+        f("/etc/systemd/journald.conf.d/60-provision.conf", "0644", "journald.conf.j2"),
+        f("/etc/systemd/system/user@.service.d/delegate.conf", "0644", "user-delegate.conf.j2"),
+    ]
+    if hardening.is_rootful(node):
+        files.append(f("/etc/docker/daemon.json", "0644", "daemon.json.j2"))
+    if hardening.has_rootless(node):
+        user = node.workload_user
+        files += [
+            f(
+                "/etc/systemd/user/docker-rootless.service",
+                "0644",
+                "docker-rootless.service.j2",
+                user=user,
+            ),
+            f(
+                "/etc/profile.d/provision-docker-rootless.sh",
+                "0644",
+                "docker-rootless-env.sh.j2",
+                user=user,
+            ),
+            f(ROOTLESS_SCRIPT, "0750", "docker-rootless.sh.j2", user=user),
+        ]
+    files.append(
+        f(
+            HARDEN_SCRIPT,
+            "0750",
+            "harden.sh.j2",
+            modules=modules,
+            admin_user=node.admin.name,
+            verifier_user=hardening.VERIFIER_USER,
+            workload_user=node.workload_user,
+        )
+    )
+    return tuple(files)
+
+
 def render_seed(
     inventory: str,
     node: Node,
@@ -61,8 +166,10 @@ def render_seed(
     host_key: KeyPair,
     admin_keys: tuple[str, ...],
     instance_id: str,
+    verifier_key: str | None = None,
 ) -> Seed:
-    rootless = node.docker is not DockerMode.NONE
+    """The node's seed. Without `verifier_key` the verifier account exists but cannot log in."""
+    files = seed_files(node)
     user_data = render_template(
         "user-data.yaml.j2",
         inventory=inventory,
@@ -70,15 +177,9 @@ def render_seed(
         host_key_private=host_key.private.reveal().rstrip("\n"),
         host_key_public=host_key.public,
         admin_keys=list(admin_keys),
-        sysctl_conf=sysctl_conf(node).rstrip("\n"),
-        docker_daemon_json=(
-            render_template("daemon.json.j2").rstrip("\n")
-            if node.docker is DockerMode.ROOTFUL
-            else ""
-        ),
-        docker_rootless_script=_rootless("docker-rootless.sh.j2", node) if rootless else "",
-        docker_rootless_unit=_rootless("docker-rootless.service.j2", node) if rootless else "",
-        docker_rootless_env=_rootless("docker-rootless-env.sh.j2", node) if rootless else "",
+        verifier_user=hardening.VERIFIER_USER,
+        verifier_keys=[verifier_key] if verifier_key else [],
+        files=files,
     )
     meta_data = render_template("meta-data.yaml.j2", node=node, instance_id=instance_id)
     network_config = render_template("network-config.yaml.j2", node=node, network=network)
@@ -88,13 +189,10 @@ def render_seed(
         ("network-config", network_config),
     ):
         _parse_back(name, text)
-    if node.docker is DockerMode.ROOTFUL:
-        json.loads(render_template("daemon.json.j2"))
+    for sf in files:
+        if sf.path.endswith(".json"):
+            json.loads(sf.content)
     return Seed(Secret(user_data), meta_data, network_config)
-
-
-def _rootless(template: str, node: Node) -> str:
-    return render_template(template, user=node.workload_user).rstrip("\n")
 
 
 def _parse_back(name: str, text: str) -> None:

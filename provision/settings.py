@@ -259,6 +259,14 @@ NODE = (
         {},
         pattern=r"^[a-z][a-z0-9_.-]{0,62}$",
     ),
+    Setting(
+        "waivers",
+        Kind.MAP,
+        "Verification waivers: catalogue id -> reason, optionally "
+        "'until YYYY-MM-DD: reason' (an expired waiver no longer applies).",
+        {},
+        pattern=r"^HN-[A-Z0-9]+-[0-9]{2}$",
+    ),
 )
 
 NODE_ONLY = (

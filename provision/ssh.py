@@ -118,6 +118,12 @@ class Session:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def server_version(self) -> str:
+        """The identification string the server sent, e.g. "SSH-2.0-OpenSSH_9.2p1"."""
+        transport = self._client.get_transport()
+        return transport.remote_version if transport is not None else ""
+
     def run(
         self,
         argv: Sequence[str],

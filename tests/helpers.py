@@ -21,6 +21,7 @@ GOLDEN = GoldenRef(
 )
 UNBUILT = GoldenRef("1" * 64, None, None, None, None)
 ADMIN_KEY = hostkeys.from_private_bytes(b"\xaa" * 32, "provision@test")
+VERIFIER_KEY = hostkeys.from_private_bytes(b"\xbb" * 32, "verifier@test")
 
 
 def keys_for(inv: Inventory) -> dict[str, hostkeys.KeyPair]:
@@ -35,7 +36,12 @@ def render_inv(
     inv: Inventory, golden: GoldenRef = GOLDEN, accel: Accel = Accel.QEMU
 ) -> render.Rendered:
     return render.render(
-        inv, golden, keys_for(inv), ADMIN_KEY.public, {h.name: accel for h in inv.hypervisors}
+        inv,
+        golden,
+        keys_for(inv),
+        ADMIN_KEY.public,
+        {h.name: accel for h in inv.hypervisors},
+        verifier_key=VERIFIER_KEY.public,
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
@@ -11,11 +14,20 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from provision import domain, inventory, render
+from provision import domain, hardening, hostkeys, inventory, render, seed
 from provision.golden import UNRESOLVED
-from provision.model import Accel
+from provision.model import Accel, Waiver
 from provision.process import run
-from tests.helpers import GOLDEN, LOCAL, OSLO, UNBUILT, keys_for, render_inv
+from tests.helpers import (
+    ADMIN_KEY,
+    GOLDEN,
+    LOCAL,
+    OSLO,
+    UNBUILT,
+    VERIFIER_KEY,
+    keys_for,
+    render_inv,
+)
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 INVENTORIES = {"local": LOCAL, "oslo": OSLO}
@@ -135,25 +147,129 @@ def test_cloud_init_schema_check_can_fail(tmp_path: Path) -> None:
     assert run(["cloud-init", "schema", "--config-file", path], check=False).returncode != 0
 
 
-def test_seed_carries_the_four_sysctls_and_docker_mode() -> None:
+def _files(r: render.NodeRender) -> dict[str, str]:
+    doc = yaml.safe_load(r.seed.user_data.reveal())
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def test_seed_carries_the_role_sysctls_and_docker_mode() -> None:
     oslo = render_inv(inventory.load(OSLO))
     for r in oslo.nodes:
         doc = yaml.safe_load(r.seed.user_data.reveal())
-        files = {f["path"]: f for f in doc["write_files"]}
-        conf = files["/etc/sysctl.d/60-provision-hardening.conf"]["content"]
-        for line in (
-            "kernel.kptr_restrict = 2",
-            "kernel.dmesg_restrict = 1",
-            "net.core.bpf_jit_harden = 2",
-            "net.ipv4.tcp_syncookies = 1",
-        ):
-            assert line in conf
+        files = _files(r)
+        conf = files["/etc/sysctl.d/60-provision-hardening.conf"]
+        for key, value in hardening.sysctls(r.node):
+            assert f"{key} = {value}\n" in conf + "\n"
+        assert "vm.swappiness = 10" in conf  # the inventory's override still applies
         assert "packages" not in doc and "package_update" not in doc
-        assert "/usr/local/sbin/provision-docker-rootless" in files  # rootless for the workload
+        assert seed.ROOTLESS_SCRIPT in files  # rootless for the workload
         rootful = r.node.docker.value == "rootful"
         assert ("/etc/docker/daemon.json" in files) == rootful
+        assert ("/etc/modules-load.d/provision.conf" in files) == hardening.forwards(r.node)
         if rootful:
-            assert '"userns-remap": "default"' in files["/etc/docker/daemon.json"]["content"]
+            daemon = json.loads(files["/etc/docker/daemon.json"])
+            assert daemon["userns-remap"] == "default" and daemon["log-level"] == "info"
+            assert "hosts" not in daemon  # Debian's ExecStart has -H fd://: both is fatal
+
+
+def test_harden_script_runs_before_the_docker_steps() -> None:
+    for r in render_inv(inventory.load(OSLO)).nodes:
+        runcmd = yaml.safe_load(r.seed.user_data.reveal())["runcmd"]
+        assert runcmd[0] == [seed.HARDEN_SCRIPT]
+        assert [seed.ROOTLESS_SCRIPT] in runcmd[1:]
+
+
+def test_verifier_account_logs_in_with_its_key_and_has_only_the_facts_helper() -> None:
+    r = render_inv(inventory.load(LOCAL)).nodes[0]
+    doc = yaml.safe_load(r.seed.user_data.reveal())
+    [verifier] = [u for u in doc["users"] if u["name"] == hardening.VERIFIER_USER]
+    assert verifier["ssh_authorized_keys"] == [VERIFIER_KEY.public]
+    assert verifier["lock_passwd"] is True
+    assert "sudo" not in verifier and "groups" not in verifier
+    files = _files(r)
+    sudoers = files["/etc/sudoers.d/60-provision-verifier"]
+    assert f"verifier ALL=(root) NOPASSWD: {hardening.FACTS_HELPER}" in sudoers
+    assert "Defaults:verifier !requiretty" in sudoers
+    assert "ALL\n" not in sudoers.replace(hardening.FACTS_HELPER, "")
+    assert hardening.FACTS_HELPER in files
+    sshd = files["/etc/ssh/sshd_config.d/10-provision-hardening.conf"]
+    assert "AllowUsers ops verifier" in sshd.splitlines()
+
+
+def test_spec_hash_covers_the_verifier_key() -> None:
+    inv = inventory.load(LOCAL)
+    other = hostkeys.from_private_bytes(b"\xcc" * 32, "verifier@other").public
+    base = render_inv(inv).nodes[0].meta.spec_hash
+    changed = render.render(
+        inv, GOLDEN, keys_for(inv), ADMIN_KEY.public, {"local": Accel.QEMU}, verifier_key=other
+    )
+    assert changed.nodes[0].meta.spec_hash != base
+
+
+def test_spec_hash_ignores_waivers() -> None:
+    """A waiver changes how the node is judged, not what it is: plan must not see a change."""
+    inv = inventory.load(LOCAL)
+    node = inv.nodes[0]
+    waived = replace(node, waivers=(Waiver("HN-FW-02", "a reason long enough", None),))
+    base = render_inv(inv).nodes[0].meta.spec_hash
+    other = render_inv(replace(inv, nodes=(waived,))).nodes[0].meta.spec_hash
+    assert other == base
+
+
+def test_sshd_drop_in_carries_the_hardened_settings() -> None:
+    sshd = _files(render_inv(inventory.load(LOCAL)).nodes[0])[
+        "/etc/ssh/sshd_config.d/10-provision-hardening.conf"
+    ]
+    lines = sshd.splitlines()
+    for line in (
+        "PermitRootLogin no",
+        "PasswordAuthentication no",
+        "MaxAuthTries 2",
+        "HostKey /etc/ssh/ssh_host_ed25519_key",
+        "HostKeyAlgorithms ssh-ed25519",
+        "ClientAliveCountMax 3",
+        "PrintLastLog no",
+        "KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256@libssh.org,"
+        "diffie-hellman-group-exchange-sha256",
+    ):
+        assert line in lines
+    assert not [x for x in lines if x.startswith("HostKey ") and "ed25519" not in x]
+
+
+def test_firewall_owns_one_table_and_never_flushes_the_ruleset() -> None:
+    for r in render_inv(inventory.load(OSLO)).nodes:
+        nft = _files(r)["/etc/provision/firewall.nft"]
+        rules = [x.strip() for x in nft.splitlines() if not x.strip().startswith("#")]
+        assert not [x for x in rules if x.startswith("flush")]
+        assert nft.index("table inet provision {}") < nft.index("delete table inet provision")
+        assert "policy drop;" in nft and "tcp dport 22 accept" in nft
+        assert ('iifname "docker0" accept' in nft) == hardening.is_rootful(r.node)
+
+
+def test_audit_rules_end_with_immutable_and_every_rule_has_a_key() -> None:
+    rules = _files(render_inv(inventory.load(LOCAL)).nodes[0])[
+        "/etc/audit/rules.d/60-provision.rules"
+    ]
+    active = [x for x in rules.splitlines() if x and not x.startswith("#")]
+    assert active[-1] == "-e 2"
+    assert all(" -k " in x for x in active[:-1])
+    for path in ("/etc/subuid", "/usr/bin/newuidmap", "/usr/sbin/dockerd", "/var/log/sudo.log"):
+        assert f"-w {path} " in rules
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+@pytest.mark.parametrize(
+    ("ident", "r"), _all_renders(), ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_rendered_shell_scripts_pass_shellcheck(
+    tmp_path: Path, ident: str, r: render.NodeRender
+) -> None:
+    files = _files(r)
+    for path in (seed.HARDEN_SCRIPT, seed.ROOTLESS_SCRIPT, hardening.FACTS_HELPER):
+        out = tmp_path / Path(path).name
+        out.write_text(files[path])
+        result = run(["shellcheck", "--shell=sh", out], check=False)
+        assert result.returncode == 0, f"{path}:\n{result.stdout}{result.stderr}"
 
 
 def test_host_key_is_pinned_and_private_half_only_in_user_data() -> None:

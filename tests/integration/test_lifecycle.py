@@ -147,10 +147,9 @@ def test_rootless_docker_runs_for_the_workload_user(inv: Inventory, first_up: Ru
     with _session(inv) as s:
         info = s.run(["sudo", "-iu", "app", "docker", "info", "--format", "{{.SecurityOptions}}"])
         assert "rootless" in info.stdout, info.stdout
-        assert s.run(["systemctl", "is-enabled", "docker.service"], check=False).stdout.strip() in (
-            "disabled",
-            "masked",
-        )
+        # The local inventory's node is rootful too: the system daemon runs with userns-remap.
+        system = s.run(["sudo", "docker", "info", "--format", "{{.SecurityOptions}}"])
+        assert "userns" in system.stdout, system.stdout
 
 
 def test_second_up_changes_nothing(
@@ -242,6 +241,93 @@ def test_no_private_key_material_left_behind(
     for key in (paths.node_host_key(inv, NODE), paths.admin_key(inv)):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-seed-*"))
+
+
+def _verify(inv_path: Path, *args: str) -> tuple[Run, dict[str, str]]:
+    """`provision verify --json`: the run and each catalogue id's status on the node."""
+    run = provision("verify", "-i", str(inv_path), "--json", *args)
+    doc = json.loads(run.stdout)
+    [node] = doc["nodes"]
+    return run, {r["id"]: r["status"] for r in node["results"]}
+
+
+def test_verify_passes_every_applicable_check(
+    inv_path: Path, first_up: Run, tmp_path: Path
+) -> None:
+    junit = tmp_path / "verify.xml"
+    run, status = _verify(inv_path, "--junit", str(junit))
+    bad = {cid: s for cid, s in status.items() if s in ("fail", "error")}
+    assert run.returncode == 0 and not bad, (bad, run.stdout[-4000:], run.stderr[-2000:])
+    # Under TCG the CPU vulnerability flags are QEMU's model, not evidence: the only WARN.
+    assert {cid for cid, s in status.items() if s == "warn"} <= {"HN-BOOT-08"}
+    assert sum(s == "pass" for s in status.values()) >= 80, status
+    for cid in ("HN-SYS-01", "HN-SSH-02", "HN-DKRL-03", "HN-DKRL-11", "HN-SSH-12", "HN-VM-01"):
+        assert status[cid] == "pass", cid
+    assert junit.read_text().count("<testcase") == len(status)
+
+
+def _journal_count(inv: Inventory, needle: str) -> int:
+    with _session(inv) as s:
+        out = s.run(["sudo", "journalctl", "-q", "--no-pager", "_COMM=sshd"]).stdout
+    return out.count(needle)
+
+
+def test_verify_reports_exactly_the_checks_broken_on_purpose(
+    inv: Inventory, inv_path: Path, first_up: Run
+) -> None:
+    uid_env = "XDG_RUNTIME_DIR=/run/user/$(id -u app)"
+    rootless = f"sudo -u app env {uid_env} systemctl --user"
+    with _session(inv) as s:
+        s.run(["sudo", "sysctl", "-w", "kernel.kptr_restrict=1"])
+        s.run(
+            [
+                "sudo",
+                "sh",
+                "-c",
+                "umask 077; echo 'PasswordAuthentication yes' "
+                "> /etc/ssh/sshd_config.d/00-broken.conf && systemctl reload ssh",
+            ]
+        )
+        s.run(["sh", "-c", f"cd /; {rootless} stop docker-rootless.service"])
+    try:
+        run, status = _verify(inv_path)
+        failed = {cid for cid, s in status.items() if s in ("fail", "error")}
+        assert run.returncode == 1
+        assert failed == {"HN-SYS-01", "HN-SSH-02", "HN-DKRL-03"}, run.stdout[-3000:]
+    finally:
+        with _session(inv) as s:
+            s.run(["sudo", "sysctl", "-w", "kernel.kptr_restrict=2"])
+            s.run(
+                [
+                    "sudo",
+                    "sh",
+                    "-c",
+                    "rm -f /etc/ssh/sshd_config.d/00-broken.conf && systemctl reload ssh",
+                ]
+            )
+            s.run(["sh", "-c", f"cd /; {rootless} start docker-rootless.service"])
+    run, status = _verify(inv_path, "-k", "kptr or no_passwords or rootless_service")
+    assert run.returncode == 0, run.stdout[-3000:]
+
+
+def test_verify_refuses_a_node_with_another_host_key(inv: Inventory, inv_path: Path) -> None:
+    """The pinned key changes on our side: the node's real key no longer matches it."""
+    accepted = "Accepted publickey for verifier"
+    before = _journal_count(inv, accepted)
+    key = paths.node_host_key(inv, NODE)
+    saved = key.read_bytes(), key.with_suffix(".pub").read_bytes()
+    key.unlink()
+    key.with_suffix(".pub").unlink()
+    try:
+        run = provision("verify", "-i", str(inv_path))
+    finally:
+        key.write_bytes(saved[0])
+        key.chmod(0o600)
+        key.with_suffix(".pub").write_bytes(saved[1])
+        provision("ssh-config", "-i", str(inv_path))  # pin the real key again
+    assert run.returncode == 1
+    assert "NOT VERIFIED" in run.stdout and "host key" in run.stdout.lower(), run.stdout
+    assert _journal_count(inv, accepted) == before  # not one login, so not one command
 
 
 def test_down_keeps_volumes_and_up_boots_the_kept_disk(

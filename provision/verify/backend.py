@@ -1,0 +1,33 @@
+"""A testinfra backend over our pinned SSH session, so checks keep testinfra's `host` API while
+every command goes through `provision.ssh` (RejectPolicy, our known_hosts, ed25519 only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testinfra.backend.base import BaseBackend, CommandResult
+from testinfra.host import Host
+
+from provision import ssh
+
+COMMAND_TIMEOUT_S = 420.0  # a container probe under TCG took up to 140 s (import + two runs)
+
+
+class PinnedSSHBackend(BaseBackend):  # type: ignore[misc]  # testinfra is untyped
+    NAME = "provision"
+
+    def __init__(self, session: ssh.Session, name: str) -> None:
+        super().__init__(name)
+        self._session = session
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        r = self._session.run(["/bin/sh", "-c", cmd], check=False, timeout=COMMAND_TIMEOUT_S)
+        return self.result(r.returncode, self.encode(cmd), r.stdout, r.stderr)
+
+
+def host(session: ssh.Session, name: str) -> Host:
+    backend = PinnedSSHBackend(session, name)
+    h = Host(backend)
+    backend.set_host(h)
+    return h

@@ -1,0 +1,217 @@
+"""The pytest plugin that runs the suite against one node: fixtures, selection, verdicts.
+
+Role selection and waivers are decided before a test runs (it is skipped with the reason); the
+verdict of a test that ran comes from how it ended: an assertion is a FAIL, `Inconclusive` is a
+WARN, anything else (a command that could not run, a lost connection) is an ERROR.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pytest
+from testinfra.host import Host
+
+from provision import hardening
+from provision.model import DockerMode, Waiver
+from provision.verify import checks
+from provision.verify.checks import Inconclusive, Status, applies
+
+DETAIL_LINES = 8
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the checks know about the node they verify, from the inventory."""
+
+    name: str
+    roles: frozenset[str]
+    admin: str
+    workload_user: str
+    docker: DockerMode
+    cmdline: tuple[str, ...]  # the kernel command line the domain XML gives it
+    accel: str  # kvm or qemu (TCG): what the domain runs on
+    host_key: str  # the pinned public host key, "ssh-ed25519 AAAA..."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check_id: str
+    test: str  # pytest node id, e.g. check_sysctl.py::test_sysctl[kernel.kptr_restrict]
+    status: Status
+    detail: str
+
+
+class FactsError(Exception):
+    """The facts helper failed: the check cannot reach a verdict."""
+
+
+class Facts:
+    """Root-only facts through the node's facts helper, the verifier account's only sudo right.
+
+    Outputs are cached: several checks read the same `sysctl -a` or `sshd -T`.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._cache: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, verb: str, *args: str) -> str:
+        key = (verb, *args)
+        if key not in self._cache:
+            cmd = shlex.join(["sudo", "-n", hardening.FACTS_HELPER, verb, *args])
+            r = self._host.run(cmd)
+            if r.rc == 3:  # the helper's "no evidence": a daemon that should answer is down
+                raise Inconclusive(r.stderr.strip() or f"{verb}: no evidence")
+            if r.rc != 0:
+                raise FactsError(f"{cmd} exited {r.rc}: {r.stderr.strip()[-300:]}")
+            self._cache[key] = r.stdout
+        return self._cache[key]
+
+    def sysctl(self) -> dict[str, str]:
+        """Runtime values as root (some keys are root-only), whitespace-normalised."""
+        return parse_sysctl_a(self("sysctl"))
+
+    def sysctl_persisted(self) -> dict[str, str]:
+        """The winning persisted value of every key, as systemd-sysctl would apply it."""
+        return parse_sysctl_config(self("sysctl-config"))
+
+    def host_keys(self) -> dict[str, str]:
+        """The node's public host keys (root-only files here): path -> "type base64"."""
+        out = {}
+        for line in self("host-keys").splitlines():
+            path, _, key = line.partition(" ")
+            out[path] = " ".join(key.split()[:2])
+        return out
+
+
+def parse_sysctl_a(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            out[key.strip()] = " ".join(value.split())
+    return out
+
+
+def parse_sysctl_config(text: str) -> dict[str, str]:
+    """`systemd-sysctl --cat-config`: the last assignment wins; "-key" is key (may be absent)."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        name = key.strip().lstrip("-").replace("/", ".")
+        out[name] = " ".join(value.split())
+    return out
+
+
+class Plugin:
+    """Registered with pytest.main(plugins=[...]) for one node's run."""
+
+    def __init__(
+        self,
+        host: Host,
+        profile: Profile,
+        waivers: tuple[Waiver, ...],
+        today: date,
+        server_version: str = "",
+    ) -> None:
+        self._host = host
+        self._server_version = server_version
+        self._profile = profile
+        self._facts = Facts(host)
+        self._waivers = {w.check_id: w for w in waivers if w.expires is None or w.expires >= today}
+        self._decided: dict[str, tuple[Status, str]] = {}
+        self.outcomes: list[Outcome] = []
+        self.unmarked: list[str] = []
+
+    @pytest.fixture(scope="session")
+    def host(self) -> Host:
+        return self._host
+
+    @pytest.fixture(scope="session")
+    def node(self) -> Profile:
+        return self._profile
+
+    @pytest.fixture(scope="session")
+    def facts(self) -> Facts:
+        return self._facts
+
+    @pytest.fixture(scope="session")
+    def ssh_server_version(self) -> str:
+        """What the node's sshd announced to the verifier on this very connection."""
+        return self._server_version
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            marker = item.get_closest_marker("hn")
+            if marker is None:
+                self.unmarked.append(item.nodeid)
+                continue
+            meta = checks.REGISTRY[marker.args[0]]
+            if not applies(meta.roles, self._profile.roles):
+                reason = f"not applicable: applies to {', '.join(sorted(meta.roles))} nodes"
+                self._decide(item, Status.SKIP, reason)
+            elif meta.id in self._waivers:
+                w = self._waivers[meta.id]
+                until = f" (until {w.expires.isoformat()})" if w.expires else ""
+                self._decide(item, Status.WAIVED, f"waived in the inventory{until}: {w.reason}")
+
+    def _decide(self, item: pytest.Item, status: Status, reason: str) -> None:
+        self._decided[item.nodeid] = (status, reason)
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        marker = item.get_closest_marker("hn")
+        if marker is None:
+            return
+        verdict = self._verdict(item, call, report)
+        if verdict is not None:
+            self.outcomes.append(Outcome(marker.args[0], item.nodeid, *verdict))
+
+    def _verdict(
+        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+    ) -> tuple[Status, str] | None:
+        if item.nodeid in self._decided:
+            return self._decided[item.nodeid] if report.when == "setup" else None
+        if report.when == "setup" and report.passed:
+            return None  # the call phase decides
+        if report.when == "teardown" and report.passed:
+            return None
+        if report.skipped:
+            return Status.SKIP, _skip_reason(report)
+        if report.passed:
+            return Status.PASS, ""
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(exc, AssertionError):
+            return Status.FAIL, _short(str(exc))
+        if isinstance(exc, Inconclusive):
+            return Status.WARN, _short(str(exc))
+        return Status.ERROR, _short(f"{type(exc).__name__}: {exc}")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _short(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > DETAIL_LINES:
+        lines = [*lines[:DETAIL_LINES], "..."]
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""Run the suite against nodes and fold the outcomes into one verdict per catalogue id.
+
+Every catalogue id gets a result on every node: what its checks found, or why it was not run
+(not applicable to the node's roles or to nodes this tool builds, a built-in deviation, or an
+inventory waiver). An id nothing accounts for is an ERROR, so coverage gaps cannot hide.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from provision import app, hardening, lifecycle, paths, render, ssh
+from provision.errors import ProvisionError, SSHError
+from provision.lifecycle import Emit, phase
+from provision.model import Inventory, Node, Waiver
+from provision.verify import catalogue
+from provision.verify.backend import host as pinned_host
+from provision.verify.checks import (
+    REGISTRY,
+    SEVERITY_ORDER,
+    Status,
+    applies,
+    node_roles,
+    not_applicable,
+)
+from provision.verify.plugin import Outcome, Plugin, Profile
+
+SUITE = Path(__file__).with_name("suite")
+
+
+class VerifyError(ProvisionError):
+    """The suite itself could not run (as opposed to checks that failed)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    id: str
+    title: str
+    level: str
+    severity: str
+    status: Status
+    detail: str  # why it failed, was skipped or waived; per test when there are several
+    remediation: str
+    tests: int  # how many suite tests ran for this id
+
+    @property
+    def group(self) -> str:
+        return self.id.split("-")[1]
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    node: str
+    roles: frozenset[str]
+    results: tuple[Result, ...]
+    error: str | None = None  # the run stopped before a verdict (e.g. host key refused)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(r.status in _FAILING for r in self.results)
+
+
+_FAILING = frozenset({Status.FAIL, Status.ERROR})
+
+
+def run_suite(
+    session: ssh.Session,
+    profile: Profile,
+    waivers: tuple[Waiver, ...],
+    today: date,
+    select: str | None = None,
+) -> tuple[list[Outcome], str]:
+    """Run the suite in-process against one node; returns the outcomes and pytest's output."""
+    plugin = Plugin(
+        pinned_host(session, profile.name), profile, waivers, today, session.server_version
+    )
+    args = [
+        str(SUITE),
+        "-c",
+        str(SUITE / "pytest.ini"),
+        "--rootdir",
+        str(SUITE),
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:pytest11.testinfra",  # its `host` fixture would use an unpinned backend
+        "-q",
+    ]
+    if select:
+        args += ["-k", select]
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(out):
+        code = pytest.main(args, plugins=[plugin])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        raise VerifyError(
+            f"the verification suite did not run on {profile.name} (pytest exit {int(code)})",
+            hint=out.getvalue().strip()[-800:],
+        )
+    if plugin.unmarked:
+        raise VerifyError(f"suite tests without a catalogue id: {', '.join(plugin.unmarked)}")
+    return plugin.outcomes, out.getvalue()
+
+
+def fold(
+    profile: Profile,
+    outcomes: Iterable[Outcome],
+    waivers: tuple[Waiver, ...],
+    today: date,
+    selected: bool = False,
+) -> tuple[Result, ...]:
+    """One result per catalogue id, in catalogue order. `selected`: only ids that ran."""
+    by_id: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_id.setdefault(o.check_id, []).append(o)
+    na = not_applicable()
+    deviations = {d.check_id: d for d in hardening.DEVIATIONS}
+    live_waivers = {w.check_id: w for w in waivers if w.expires is None or w.expires >= today}
+    results = []
+    for entry in catalogue.entries():
+        meta = REGISTRY.get(entry.id)
+        title = meta.title if meta else entry.summary
+        level, severity = (meta.level, meta.severity) if meta else ("", "")
+        remediation = meta.remediation if meta else ""
+        found = by_id.get(entry.id)
+        if found:
+            status = min((o.status for o in found), key=SEVERITY_ORDER.index)
+            results.append(
+                Result(
+                    entry.id,
+                    title,
+                    level,
+                    severity,
+                    status,
+                    _details(found, status),
+                    remediation,
+                    len(found),
+                )
+            )
+            continue
+        if selected:
+            continue
+        if entry.id in na and not applies(na[entry.id].roles, profile.roles):
+            status, detail = (
+                Status.SKIP,
+                "not applicable: " + ", ".join(sorted(na[entry.id].roles)) + " nodes only",
+            )
+        elif entry.id in na:
+            status, detail = Status.SKIP, f"not applicable: {na[entry.id].reason}"
+        elif entry.id in deviations:
+            status, detail = Status.WAIVED, f"deviation: {deviations[entry.id].reason}"
+        elif entry.id in live_waivers:
+            status, detail = (
+                Status.WAIVED,
+                f"waived in the inventory: {live_waivers[entry.id].reason}",
+            )
+        else:
+            status, detail = Status.ERROR, "no check, exemption or waiver covers this id"
+        results.append(Result(entry.id, title, level, severity, status, detail, remediation, 0))
+    return tuple(results)
+
+
+def _details(found: list[Outcome], status: Status) -> str:
+    """The reasons behind the id's status: the tests that ended that way."""
+    worst = [o for o in found if o.status is status and o.detail]
+    if len(found) == 1:
+        return worst[0].detail if worst else ""
+    return "\n".join(f"{o.test.split('::')[-1]}: {o.detail}" for o in worst)
+
+
+def expired(waivers: tuple[Waiver, ...], today: date) -> list[Waiver]:
+    return [w for w in waivers if w.expires is not None and w.expires < today]
+
+
+def profile_of(r: render.NodeRender) -> Profile:
+    return Profile(
+        name=r.node.name,
+        roles=node_roles(r.node),
+        admin=r.node.admin.name,
+        workload_user=r.node.workload_user,
+        docker=r.node.docker,
+        cmdline=tuple(hardening.kernel_cmdline(r.node).split()),
+        accel=r.accel.value,
+        host_key=" ".join(r.host_key_public.split()[:2]),
+    )
+
+
+def verifier_target(inv: Inventory, r: render.NodeRender) -> ssh.Target:
+    """The verifier account, pinned to the node's host key in our known_hosts and nothing else."""
+    host, port = r.ssh_address
+    return ssh.Target(
+        host=host,
+        port=port,
+        user=hardening.VERIFIER_USER,
+        identity=paths.verifier_key(inv),
+        known_hosts=paths.known_hosts(inv),
+    )
+
+
+def verify(
+    inv: Inventory,
+    nodes: tuple[Node, ...],
+    emit: Emit,
+    today: date,
+    select: str | None = None,
+) -> list[NodeReport]:
+    """Verify each node in turn; a node that cannot be reached is reported, the rest go on."""
+    rendered, _ = app.render_inventory(inv, nodes)
+    lifecycle.write_known_hosts(inv, rendered)
+    reports = []
+    for r in rendered.nodes:
+        profile = profile_of(r)
+        name = r.node.name
+        try:
+            with phase(emit, name, "connect", detail=f"{hardening.VERIFIER_USER}@pinned key"):
+                session = ssh.connect(verifier_target(inv, r))
+        except SSHError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            reports.append(NodeReport(name, profile.roles, (), error=f"{exc}{hint}"))
+            continue
+        with session, phase(emit, name, "verify"):
+            outcomes, _ = run_suite(session, profile, r.node.waivers, today, select)
+        results = fold(profile, outcomes, r.node.waivers, today, selected=select is not None)
+        reports.append(NodeReport(name, profile.roles, results))
+    return reports

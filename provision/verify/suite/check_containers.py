@@ -1,0 +1,450 @@
+"""A.8 Container runtime defaults: the running containers of both daemons, as Docker runs them.
+
+Each check reads `docker inspect` of every running container (the helper's `docker-inspect`
+verb, root, per daemon) and, where the kernel says more than the config, the container's main
+process in /proc (its Seccomp, CapEff and NoNewPrivs lines). The helper's own probe containers
+are not workloads and are left out. No running container is no evidence: the check is skipped
+as not applicable, never passed (catalogue C.6). The probe (`docker-probe`) separately proves
+that each runtime enforces what it is asked for: no capabilities, no new privileges, a
+read-only root filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from testinfra.host import Host
+
+from provision.verify.checks import Inconclusive, check
+from provision.verify.plugin import Facts, FactsError, Profile
+from provision.verify.suite.check_rootless import parse_kv
+
+Container = dict[str, Any]
+DAEMONS = ("rootful", "rootless")
+PROBE_NAMES = frozenset({"/provision-probe", "/provision-probe-user"})
+FIX = (
+    "Re-create the container with the setting (docker run / compose file of the workload); the "
+    "workload owner decides, the node only reports."
+)
+NET_BIND_SERVICE_BIT = 1 << 10
+
+# --- pure parsing and per-container rules ----------------------------------------------------
+
+
+def parse_inspect(text: str) -> list[Container]:
+    """`docker inspect` JSON of the running containers, without the verifier's own probes."""
+    doc = json.loads(text or "[]")
+    if not isinstance(doc, list):
+        raise ValueError("docker-inspect did not return a JSON array")
+    return [c for c in doc if c.get("Name") not in PROBE_NAMES]
+
+
+def name(c: Container) -> str:
+    return str(c.get("Name", "?")).lstrip("/") or str(c.get("Id", "?"))[:12]
+
+
+def _hc(c: Container) -> dict[str, Any]:
+    hc: dict[str, Any] = c.get("HostConfig") or {}
+    return hc
+
+
+def _secopts(c: Container) -> list[str]:
+    return [str(o) for o in _hc(c).get("SecurityOpt") or []]
+
+
+def privileged(c: Container) -> str | None:
+    return "privileged" if _hc(c).get("Privileged") else None
+
+
+def capabilities(c: Container) -> str | None:
+    drop = {x.upper().removeprefix("CAP_") for x in _hc(c).get("CapDrop") or []}
+    add = {x.upper().removeprefix("CAP_") for x in _hc(c).get("CapAdd") or []}
+    problems = []
+    if "ALL" not in drop:
+        problems.append("does not drop ALL")
+    if add - {"NET_BIND_SERVICE"}:
+        problems.append(f"adds {','.join(sorted(add - {'NET_BIND_SERVICE'}))}")
+    return "; ".join(problems) or None
+
+
+def no_new_privileges_opt(c: Container) -> bool:
+    return any(o in ("no-new-privileges", "no-new-privileges:true") for o in _secopts(c))
+
+
+def seccomp_unconfined(c: Container) -> str | None:
+    bad = [o for o in _secopts(c) if o.replace(":", "=") == "seccomp=unconfined"]
+    return "seccomp=unconfined" if bad else None
+
+
+def read_only_rootfs(c: Container) -> str | None:
+    return None if _hc(c).get("ReadonlyRootfs") else "writable root filesystem"
+
+
+ROOT_USERS = ("", "0", "root")
+
+
+def non_root(c: Container) -> str | None:
+    user = str((c.get("Config") or {}).get("User") or "")
+    return (
+        f"runs as user {user or '(image default: root)'}"
+        if user.split(":")[0] in ROOT_USERS
+        else None
+    )
+
+
+def host_namespaces(c: Container) -> str | None:
+    hc = _hc(c)
+    shared = [
+        key
+        for key in ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode")
+        if str(hc.get(key) or "") == "host"
+    ]
+    return f"shares the host's {', '.join(shared)}" if shared else None
+
+
+SENSITIVE = ("/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr")
+
+
+def sensitive_mounts(c: Container) -> str | None:
+    bad = []
+    for m in c.get("Mounts") or []:
+        src = str(m.get("Source") or "").rstrip("/") or "/"
+        if (
+            src == "/"
+            or any(src == s or src.startswith(s + "/") for s in SENSITIVE)
+            or src.endswith("docker.sock")
+        ):
+            bad.append(src)
+    return f"mounts {', '.join(bad)}" if bad else None
+
+
+def resource_limits(c: Container) -> str | None:
+    hc = _hc(c)
+    missing = []
+    if not hc.get("Memory"):
+        missing.append("memory")
+    if not (hc.get("CpuShares") or hc.get("NanoCpus") or hc.get("CpuQuota")):
+        missing.append("cpu")
+    if not hc.get("PidsLimit") or int(hc["PidsLimit"]) <= 0:
+        missing.append("pids")
+    return f"no {', '.join(missing)} limit" if missing else None
+
+
+def apparmor(c: Container) -> str | None:
+    profile = c.get("AppArmorProfile")
+    return None if profile == "docker-default" else f"AppArmor profile {profile or 'none'}"
+
+
+# Kubernetes' Pod Security "safe" sysctls (PSS baseline, v1.29): the only ones a container sets.
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+
+
+def proc_and_sysctls(c: Container) -> str | None:
+    """Docker's procMount: systempaths=unconfined unmasks /proc; sysctls only from the safe set."""
+    problems = []
+    unmasked = _hc(c).get("MaskedPaths") == []  # what systempaths=unconfined and --privileged do
+    if unmasked or any(o.replace(":", "=") == "systempaths=unconfined" for o in _secopts(c)):
+        problems.append("unmasked /proc (no MaskedPaths)")
+    unsafe = sorted(set(_hc(c).get("Sysctls") or {}) - SAFE_SYSCTLS)
+    if unsafe:
+        problems.append(f"sets sysctls {', '.join(unsafe)}")
+    return "; ".join(problems) or None
+
+
+def open_port_bindings(c: Container) -> str | None:
+    bad = []
+    for port, bindings in (_hc(c).get("PortBindings") or {}).items():
+        for b in bindings or []:
+            if str(b.get("HostIp") or "") in ("", "0.0.0.0", "::"):
+                bad.append(f"{b.get('HostPort')}->{port}")
+    return f"publishes on all addresses: {', '.join(bad)}" if bad else None
+
+
+def status_fields(text: str) -> dict[str, str]:
+    """/proc/PID/status as a dict (`Seccomp:\t2` -> {"Seccomp": "2"})."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def violations(containers: list[Container], rule: Callable[[Container], str | None]) -> list[str]:
+    return [f"{name(c)}: {problem}" for c in containers if (problem := rule(c)) is not None]
+
+
+# --- node helpers ----------------------------------------------------------------------------
+
+
+def running(facts: Facts, node: Profile, daemon: str) -> list[Container]:
+    """The daemon's running workload containers; skips (N/A) when there are none."""
+    if daemon == "rootful" and "rootful" not in node.roles:
+        pytest.skip("N/A: no system Docker daemon on this node")
+    try:
+        # `docker-inspect rootful|rootless` (root): `docker inspect` of every running container.
+        text = facts("docker-inspect", daemon)
+    except FactsError as exc:
+        if "unknown verb" in str(exc):
+            raise Inconclusive(
+                "the node's facts helper has no docker-inspect verb: containers cannot be read"
+            ) from None
+        raise
+    containers = parse_inspect(text)
+    if not containers:
+        pytest.skip(f"N/A: no containers running on the {daemon} daemon")
+    return containers
+
+
+def main_status(host: Host, c: Container) -> dict[str, str]:
+    pid = int((c.get("State") or {}).get("Pid") or 0)
+    f = host.file(f"/proc/{pid}/status")
+    if pid <= 0 or not f.exists:
+        raise Inconclusive(f"{name(c)}: its main process (pid {pid}) is not visible")
+    return status_fields(f.content_string)
+
+
+def expect_none(containers: list[Container], rule: Callable[[Container], str | None]) -> None:
+    bad = violations(containers, rule)
+    assert not bad, "; ".join(bad)
+
+
+def probe(facts: Facts, node: Profile, daemon: str) -> dict[str, str]:
+    if daemon == "rootful" and "rootful" not in node.roles:
+        pytest.skip("N/A: no system Docker daemon on this node")
+    return parse_kv(facts("docker-probe", daemon))
+
+
+# --- HN-CRT-01..12 ---------------------------------------------------------------------------
+
+
+@check(
+    "HN-CRT-01",
+    "Ensure no container runs privileged",
+    level="L1",
+    severity="crit",
+    roles="rootless rootful",
+    remediation=FIX + " Never --privileged.",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_not_privileged(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), privileged)
+
+
+CRT_02 = check(
+    "HN-CRT-02",
+    "Ensure containers drop ALL capabilities and add at most NET_BIND_SERVICE",
+    level="L1",
+    severity="high",
+    roles="rootless rootful",
+    remediation=FIX + " --cap-drop ALL [--cap-add NET_BIND_SERVICE].",
+)
+
+
+@CRT_02
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_capabilities_config(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), capabilities)
+
+
+@CRT_02
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_capabilities_effective(host: Host, facts: Facts, node: Profile, daemon: str) -> None:
+    bad = []
+    for c in running(facts, node, daemon):
+        capeff = int(main_status(host, c).get("CapEff", "0"), 16)
+        if capeff & ~NET_BIND_SERVICE_BIT:
+            bad.append(f"{name(c)}: CapEff {capeff:016x}")
+    assert not bad, "; ".join(bad)
+
+
+@CRT_02
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_probe_capabilities_dropped(facts: Facts, node: Profile, daemon: str) -> None:
+    got = probe(facts, node, daemon).get("capeff")
+    assert got == "0000000000000000", f"{daemon} probe with --cap-drop ALL has CapEff {got}"
+
+
+CRT_03 = check(
+    "HN-CRT-03",
+    "Ensure containers cannot gain privileges (no-new-privileges)",
+    level="L1",
+    severity="high",
+    roles="rootless rootful",
+    remediation=FIX + " --security-opt no-new-privileges (rootful: daemon default, HN-DKR-04).",
+)
+
+
+@CRT_03
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_no_new_privileges_effective(host: Host, facts: Facts, node: Profile, daemon: str) -> None:
+    bad = [
+        name(c)
+        for c in running(facts, node, daemon)
+        if main_status(host, c).get("NoNewPrivs") != "1"
+    ]
+    assert not bad, f"NoNewPrivs is not set in: {', '.join(bad)}"
+
+
+@CRT_03
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_probe_no_new_privileges(facts: Facts, node: Profile, daemon: str) -> None:
+    got = probe(facts, node, daemon).get("nonewprivs")
+    assert got == "1", f"{daemon} probe with no-new-privileges has NoNewPrivs {got}"
+
+
+CRT_04 = check(
+    "HN-CRT-04",
+    "Ensure containers run under a seccomp filter, never unconfined",
+    level="L1",
+    severity="high",
+    roles="rootless rootful",
+    remediation=FIX + " Remove --security-opt seccomp=unconfined.",
+)
+
+
+@CRT_04
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_seccomp_not_unconfined(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), seccomp_unconfined)
+
+
+@CRT_04
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_seccomp_effective(host: Host, facts: Facts, node: Profile, daemon: str) -> None:
+    bad = [
+        f"{name(c)}: Seccomp {mode}"
+        for c in running(facts, node, daemon)
+        if (mode := main_status(host, c).get("Seccomp")) != "2"
+    ]
+    assert not bad, "; ".join(bad)
+
+
+CRT_05 = check(
+    "HN-CRT-05",
+    "Ensure containers have a read-only root filesystem",
+    level="L1",
+    severity="med",
+    roles="rootless rootful",
+    remediation=FIX + " --read-only (with tmpfs or volumes for what must be written).",
+)
+
+
+@CRT_05
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_read_only_rootfs(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), read_only_rootfs)
+
+
+@CRT_05
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_probe_read_only_rootfs(facts: Facts, node: Profile, daemon: str) -> None:
+    got = probe(facts, node, daemon).get("rootfs_write")
+    assert got == "denied", f"{daemon} probe with --read-only could write its root: {got}"
+
+
+@check(
+    "HN-CRT-06",
+    "Ensure containers run as a non-root user",
+    level="L1",
+    severity="high",
+    roles="rootless rootful",
+    remediation=FIX + " USER in the image or --user UID:GID (not 0).",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_non_root(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), non_root)
+
+
+@check(
+    "HN-CRT-07",
+    "Ensure containers share no host namespace",
+    level="L1",
+    severity="high",
+    roles="rootless rootful",
+    remediation=FIX + " No --network/--pid/--ipc/--uts/--userns host.",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_no_host_namespaces(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), host_namespaces)
+
+
+@check(
+    "HN-CRT-08",
+    "Ensure containers mount no sensitive host path and no docker.sock",
+    level="L1",
+    severity="crit",
+    roles="rootless rootful",
+    remediation=FIX + " Use named volumes; never bind /, /etc, /proc, /sys, ... or docker.sock.",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_no_sensitive_mounts(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), sensitive_mounts)
+
+
+@check(
+    "HN-CRT-09",
+    "Ensure containers have memory, CPU and pids limits",
+    level="L1",
+    severity="med",
+    roles="rootless rootful",
+    remediation=FIX + " --memory, --cpus or --cpu-shares, --pids-limit (rootless: HN-DKRL-07).",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_resource_limits(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), resource_limits)
+
+
+@check(
+    "HN-CRT-10",
+    "Ensure rootful containers run under the docker-default AppArmor profile",
+    level="L1",
+    severity="med",
+    roles="rootful",
+    remediation=FIX + " Remove --security-opt apparmor=unconfined.",
+)
+def test_apparmor_profile(facts: Facts, node: Profile) -> None:
+    # Rootless Docker cannot apply AppArmor at all (Docker rootless "Known limitations").
+    expect_none(running(facts, node, "rootful"), apparmor)
+
+
+@check(
+    "HN-CRT-11",
+    "Ensure /proc stays masked and containers set only safe namespaced sysctls",
+    level="L1",
+    severity="med",
+    roles="rootless rootful",
+    remediation=FIX + " Remove --security-opt systempaths=unconfined and unsafe --sysctl.",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_proc_and_sysctls(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), proc_and_sysctls)
+
+
+@check(
+    "HN-CRT-12",
+    "Ensure published ports are bound to a specific address",
+    level="L1",
+    severity="med",
+    roles="rootless rootful",
+    remediation=FIX + " -p 127.0.0.1:HOST:CONTAINER (or a specific interface address).",
+)
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_port_bindings(facts: Facts, node: Profile, daemon: str) -> None:
+    expect_none(running(facts, node, daemon), open_port_bindings)

@@ -1,0 +1,634 @@
+"""A.5 Filesystem, mounts, permissions: what the kernel has mounted and what `stat` says now.
+
+Mount options come from /proc/mounts (the kernel's view, not fstab). Ownership and modes of
+paths the verifier cannot reach come from the facts helper's `stat` verb, run as root. A mode
+passes when it has no permission bit beyond the expected one ("644 or stricter", as CIS means it).
+HN-FS-01 (separate filesystems) is a deviation in `provision/hardening.py` and has no check here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from testinfra.host import Host
+
+from provision.verify.checks import Inconclusive, check
+from provision.verify.plugin import Facts, FactsError, Profile
+
+REPROVISION = "Re-provision the node (`provision up`) so the seed files are written again."
+
+
+# --- pure parsing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    path: str
+    owner: str
+    group: str
+    mode: int  # permission bits, including setuid/setgid/sticky
+
+    def excess(self, allowed: int) -> int:
+        """The permission bits this path has beyond `allowed` (0: as strict or stricter)."""
+        return self.mode & ~allowed
+
+    def describe(self) -> str:
+        return f"{self.path} is {self.owner}:{self.group} {self.mode:o}"
+
+
+def parse_stat(text: str) -> dict[str, Stat]:
+    """The facts helper's `stat -c '%n %U:%G %a'` lines, by path."""
+    out = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        path, ids, mode = line.rsplit(" ", 2)
+        owner, _, group = ids.partition(":")
+        out[path] = Stat(path, owner, group, int(mode, 8))
+    return out
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    fstype: str
+    options: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def parse_mounts(text: str) -> dict[str, Mount]:
+    """/proc/mounts by mount point; the last line wins (a later mount hides an earlier one)."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        target = _unescape(fields[1])
+        out[target] = Mount(
+            _unescape(fields[0]), target, fields[2], frozenset(fields[3].split(","))
+        )
+    return out
+
+
+def mount_of(path: str, mounts: dict[str, Mount]) -> Mount:
+    """The mount a path lives on: its longest mount-point prefix."""
+    best = mounts["/"]
+    for target, m in mounts.items():
+        inside = path == target or path.startswith(target.rstrip("/") + "/")
+        if inside and len(target) > len(best.target):
+            best = m
+    return best
+
+
+def parse_world_writable(text: str) -> tuple[list[str], list[str]]:
+    """`find-world-writable` lines: (directories without the sticky bit, world-writable files)."""
+    dirs, files = [], []
+    for line in text.splitlines():
+        kind, _, path = line.partition(" ")
+        if kind == "dir-nosticky":
+            dirs.append(path)
+        elif kind == "file":
+            files.append(path)
+    return dirs, files
+
+
+# --- node helpers ----------------------------------------------------------------------------
+
+
+def mounts(host: Host) -> dict[str, Mount]:
+    return parse_mounts(host.file("/proc/mounts").content_string)
+
+
+def stat_paths(facts: Facts, *paths: str) -> dict[str, Stat]:
+    """Root's `stat` of each path that exists; an absent path is simply not in the result.
+
+    The helper's `stat` fails as a whole when one path is missing, so each path is asked alone.
+    """
+    out: dict[str, Stat] = {}
+    for p in paths:
+        try:
+            out |= parse_stat(facts("stat", p))
+        except FactsError as exc:
+            if "No such file or directory" not in str(exc):
+                raise
+    return out
+
+
+def numeric_ids(facts: Facts, path: str) -> tuple[int, int] | None:
+    """(uid, gid) of a path, or None when the node's helper cannot say.
+
+    `stat` prints names, and ids without a name (subordinate ids: dockremap's, a rootless user's)
+    come out as UNKNOWN. The helper verb `stat-ids PATH` prints `%n %u:%g %a` instead.
+    """
+    try:
+        st = parse_stat(facts("stat-ids", path)).get(path)
+    except FactsError as exc:
+        if "unknown verb" in str(exc):
+            return None
+        raise
+    return (int(st.owner), int(st.group)) if st else None
+
+
+def expect_stat(st: Stat, owner: str, group: str | tuple[str, ...], mode: int) -> None:
+    groups = (group,) if isinstance(group, str) else group
+    assert st.owner == owner and st.group in groups, (
+        f"{st.describe()}, expected owner {owner}:{'|'.join(groups)}"
+    )
+    assert not st.excess(mode), (
+        f"{st.describe()}, expected {mode:o} or stricter (extra bits {st.excess(mode):o})"
+    )
+
+
+# --- HN-FS-02 mount options ------------------------------------------------------------------
+
+# DEVSEC linux-baseline os-14/15/16 (mount_exec/suid/dev_blocklist): the option each mount point
+# must carry when it is a filesystem of its own.
+NOEXEC = ("/boot", "/dev", "/dev/shm", "/tmp", "/var/log", "/var/log/audit", "/var/tmp")
+NOSUID = (*NOEXEC, "/home", "/run", "/var")
+NODEV = (
+    "/boot",
+    "/dev/shm",
+    "/home",
+    "/run",
+    "/tmp",
+    "/var",
+    "/var/log",
+    "/var/log/audit",
+    "/var/tmp",
+)
+MOUNT_OPTIONS = sorted(
+    {(mp, "noexec") for mp in NOEXEC}
+    | {(mp, "nosuid") for mp in NOSUID}
+    | {(mp, "nodev") for mp in NODEV}
+)
+
+
+@check(
+    "HN-FS-02",
+    "Ensure separate mounts carry DEVSEC's noexec, nosuid and nodev options",
+    level="L1",
+    severity="med",
+    remediation=(
+        "/tmp and /dev/shm get their options from the fstab lines cloudinit/harden.sh.j2 writes; "
+        "/dev and /run are mounted by the initramfs and systemd. " + REPROVISION
+    ),
+)
+@pytest.mark.parametrize("mountpoint,option", MOUNT_OPTIONS)
+def test_mount_option(host: Host, mountpoint: str, option: str) -> None:
+    found = mounts(host).get(mountpoint)
+    if found is None:
+        pytest.skip(f"N/A: {mountpoint} is not a separate filesystem (deviation HN-FS-01)")
+    assert option in found.options, (
+        f"{mountpoint} ({found.fstype}) is mounted {','.join(sorted(found.options))}: no {option}"
+    )
+
+
+# --- HN-FS-03 /dev/shm and /proc -------------------------------------------------------------
+
+
+@check(
+    "HN-FS-03",
+    "Ensure /dev/shm is nodev,nosuid,noexec and /proc is nosuid,nodev,noexec",
+    level="L1",
+    severity="low",
+    remediation=(
+        "/dev/shm is remounted from the fstab line cloudinit/harden.sh.j2 writes; /proc's options "
+        "are systemd's defaults, so look for an fstab line or mount unit overriding them. "
+        + REPROVISION
+    ),
+)
+@pytest.mark.parametrize(
+    "mountpoint,required",
+    [("/dev/shm", ("nodev", "nosuid", "noexec")), ("/proc", ("rw", "nosuid", "nodev", "noexec"))],
+)
+def test_special_mount(host: Host, mountpoint: str, required: tuple[str, ...]) -> None:
+    found = mounts(host).get(mountpoint)
+    assert found is not None, f"{mountpoint} is not mounted"
+    missing = [o for o in required if o not in found.options]
+    assert not missing, (
+        f"{mountpoint} is mounted {','.join(sorted(found.options))}: missing {','.join(missing)}"
+    )
+
+
+# --- HN-FS-04 world-writable -----------------------------------------------------------------
+
+FS_04 = check(
+    "HN-FS-04",
+    "Ensure world-writable directories are sticky and no file is world-writable",
+    level="L1",
+    severity="med",
+    remediation="chmod +t the directories and o-w the files listed; find what created them.",
+)
+
+
+@FS_04
+def test_world_writable_dirs_sticky(facts: Facts) -> None:
+    dirs, _ = parse_world_writable(facts("find-world-writable"))
+    assert not dirs, f"world-writable directories without the sticky bit: {', '.join(dirs)}"
+
+
+@FS_04
+def test_no_world_writable_files(facts: Facts) -> None:
+    _, files = parse_world_writable(facts("find-world-writable"))
+    assert not files, f"world-writable files: {', '.join(files)}"
+
+
+# --- HN-FS-05 SUID/SGID ----------------------------------------------------------------------
+
+# The setuid/setgid programs a Debian 12 node of this tool may have (golden image package set):
+# each one is there for a login, password or mount path the node uses, plus the two id-mapping
+# helpers rootless Docker needs (never strip them: Docker rootless "How it works").
+SUID_ALLOWED: frozenset[str] = frozenset(
+    {
+        "/usr/bin/chfn",
+        "/usr/bin/chsh",
+        "/usr/bin/gpasswd",
+        "/usr/bin/mount",
+        "/usr/bin/newgrp",
+        "/usr/bin/passwd",
+        "/usr/bin/su",
+        "/usr/bin/sudo",
+        "/usr/bin/umount",
+        "/usr/bin/newuidmap",
+        "/usr/bin/newgidmap",
+        "/usr/bin/chage",  # setgid shadow
+        "/usr/bin/expiry",  # setgid shadow
+        "/usr/sbin/unix_chkpwd",  # setgid shadow: pam_unix's password check
+        "/usr/lib/dbus-1.0/dbus-daemon-launch-helper",
+        "/usr/lib/openssh/ssh-keysign",
+        "/usr/bin/ssh-agent",  # setgid _ssh (Debian 12): only so other processes cannot ptrace it
+    }
+)
+ID_MAP_HELPERS = ("/usr/bin/newuidmap", "/usr/bin/newgidmap")
+SUID_FIX = (
+    "Remove the setuid/setgid bit (chmod u-s,g-s) from programs not on the allow-list in "
+    "provision/verify/suite/check_filesystem.py, or add a reviewed one there; the golden image "
+    "(provision/image.py BASE_PACKAGES) decides what is installed. Never strip newuidmap or "
+    "newgidmap: rootless Docker needs them."
+)
+FS_05 = check(
+    "HN-FS-05",
+    "Ensure the SUID/SGID inventory is within the allow-list (newuidmap/newgidmap kept)",
+    level="L1",
+    severity="high",
+    remediation=SUID_FIX,
+)
+
+
+@FS_05
+def test_suid_inventory(facts: Facts) -> None:
+    found = [p for p in facts("find-suid").splitlines() if p.strip()]
+    unknown = sorted(set(found) - SUID_ALLOWED)
+    assert not unknown, f"setuid/setgid files not on the allow-list: {', '.join(unknown)}"
+
+
+@FS_05
+@pytest.mark.parametrize("path", ID_MAP_HELPERS)
+def test_id_map_helper_setuid(host: Host, node: Profile, path: str) -> None:
+    if "rootless" not in node.roles:
+        pytest.skip("N/A: no rootless Docker on this node")
+    f = host.file(path)
+    assert f.exists, f"{path} is missing: rootless Docker cannot map its subordinate ids"
+    assert (f.user, f.mode) == ("root", 0o4755), (
+        f"{path} is {f.user} {f.mode:o}, expected root 4755 (rootlesskit needs it setuid)"
+    )
+
+
+# --- HN-FS-06 rootful Docker file modes ------------------------------------------------------
+
+DOCKER_FILES = (
+    # (path, owner, group, mode) after CIS Docker 1.6.0 section 3 on Debian's paths.
+    ("/lib/systemd/system/docker.service", "root", "root", 0o644),
+    ("/lib/systemd/system/docker.socket", "root", "root", 0o644),
+    ("/etc/docker", "root", "root", 0o755),
+    ("/etc/docker/daemon.json", "root", "root", 0o644),
+    ("/etc/default/docker", "root", "root", 0o644),
+    ("/run/docker.sock", "root", "docker", 0o660),
+    ("/run/containerd/containerd.sock", "root", "root", 0o660),
+)
+DOCKER_FILES_FIX = (
+    "chown/chmod the path as expected. daemon.json is written by cloud-init from "
+    "cloudinit/daemon.json.j2; the units and /etc/default/docker come from the docker.io package "
+    "(reinstall it); the sockets are created by dockerd and containerd. " + REPROVISION
+)
+FS_06 = check(
+    "HN-FS-06",
+    "Ensure rootful Docker files, directories and sockets have CIS owners and modes",
+    level="L1",
+    severity="high",
+    roles="rootful",
+    remediation=DOCKER_FILES_FIX,
+)
+
+
+@FS_06
+@pytest.mark.parametrize("path,owner,group,mode", DOCKER_FILES, ids=[p[0] for p in DOCKER_FILES])
+def test_docker_file_mode(facts: Facts, path: str, owner: str, group: str, mode: int) -> None:
+    st = stat_paths(facts, path).get(path)
+    assert st is not None, f"{path} is missing"
+    expect_stat(st, owner, group, mode)
+
+
+@FS_06
+def test_docker_unit_is_debians(host: Host) -> None:
+    """The modes above are checked on Debian's unit path: make sure that is the unit in use."""
+    unit = host.check_output("systemctl show -p FragmentPath --value docker.service")
+    assert unit == "/lib/systemd/system/docker.service", (
+        f"docker.service is loaded from {unit or 'nowhere'}, expected Debian's "
+        "/lib/systemd/system/docker.service"
+    )
+
+
+@FS_06
+@pytest.mark.parametrize("kind", ["tlscacert", "tlscert", "tlskey"])
+def test_docker_tls_file_mode(host: Host, facts: Facts, kind: str) -> None:
+    config = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    path = config.get(kind)
+    if not path:
+        pytest.skip(f"N/A: no {kind} configured (the daemon has no TCP listener)")
+    st = stat_paths(facts, path).get(path)
+    assert st is not None, f"{kind} {path} is missing"
+    expect_stat(st, "root", "root", 0o400 if kind == "tlskey" else 0o444)
+
+
+# --- HN-FS-07 rootless Docker file modes -----------------------------------------------------
+
+
+def workload_ids(host: Host, user: str) -> tuple[int, str]:
+    """(uid, home) of the workload user, from the passwd database."""
+    entry = host.check_output(f"getent passwd {user}").split(":")
+    return int(entry[2]), entry[5]
+
+
+def rootless_files(uid: int, home: str) -> list[tuple[str, int, bool]]:
+    """(path, mode, required) per Docker's rootless paths; the owner is always the user."""
+    return [
+        (f"/run/user/{uid}", 0o700, True),
+        (f"/run/user/{uid}/docker.sock", 0o755, True),  # not group/other writable
+        (f"{home}/.config/docker", 0o700, False),
+        (f"{home}/.config/docker/daemon.json", 0o600, False),
+        (f"{home}/.local/share/docker", 0o710, True),
+    ]
+
+
+@check(
+    "HN-FS-07",
+    "Ensure rootless Docker's runtime dir, socket, config and data root are private to the user",
+    level="L1",
+    severity="high",
+    roles="rootless",
+    remediation=(
+        "chown the path to the workload user and chmod it as expected (docker-rootless.service "
+        "from cloudinit/docker-rootless.service.j2 creates them as the user); then restart it: "
+        "`systemctl --user restart docker-rootless` as the user."
+    ),
+)
+@pytest.mark.parametrize(
+    "index", range(5), ids=["runtime-dir", "socket", "config", "daemon.json", "data-root"]
+)
+def test_rootless_file_mode(host: Host, facts: Facts, node: Profile, index: int) -> None:
+    uid, home = workload_ids(host, node.workload_user)
+    path, mode, required = rootless_files(uid, home)[index]
+    st = stat_paths(facts, path).get(path)
+    if st is None:
+        assert not required, (
+            f"{path} is missing: is the rootless daemon of {node.workload_user} running?"
+        )
+        pytest.skip(f"N/A: {path} does not exist")
+    if path.endswith("/docker.sock") and st.group != node.workload_user:
+        _expect_rootless_socket(host, facts, node.workload_user, st)
+        return
+    expect_stat(st, node.workload_user, node.workload_user, mode)
+
+
+def _expect_rootless_socket(host: Host, facts: Facts, user: str, st: Stat) -> None:
+    """The rootless dockerd gives its socket the `docker` group *inside* its user namespace:
+    on the host that is one of the user's own subordinate gids, so group access is the user's."""
+    assert st.owner == user, f"{st.describe()}, expected owner {user}"
+    assert not st.mode & 0o002, f"{st.describe()}: writable by everyone"
+    if not st.mode & 0o020:
+        return
+    ids = numeric_ids(facts, st.path)
+    if ids is None:
+        raise Inconclusive(
+            f"{st.describe()}: group-writable by a gid without a name, and the node's helper "
+            "has no stat-ids verb to tell whether it is one of the user's subordinate gids"
+        )
+    subgid = next(
+        (
+            (int(f[1]), int(f[2]))
+            for f in (
+                line.split(":") for line in host.file("/etc/subgid").content_string.splitlines()
+            )
+            if len(f) == 3 and f[0] == user
+        ),
+        None,
+    )
+    inside = subgid is not None and subgid[0] <= ids[1] < subgid[0] + subgid[1]
+    assert inside, (
+        f"{st.describe()} (gid {ids[1]}): group-writable by a gid outside {user}'s subgid range"
+    )
+
+
+# --- HN-FS-08 Kubernetes file modes ----------------------------------------------------------
+
+K8S_CONF_FILES = (
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/super-admin.conf",
+    "/etc/kubernetes/scheduler.conf",
+    "/etc/kubernetes/controller-manager.conf",
+    "/etc/kubernetes/kubelet.conf",
+    "/var/lib/kubelet/config.yaml",
+)
+# Trees listed through the helper's `find-stat` (their directories may be root-only).
+K8S_TREES = ("/etc/kubernetes/manifests", "/etc/kubernetes/pki", "/etc/cni/net.d")
+
+
+def k8s_expectation(path: str) -> int | None:
+    """The strictest allowed mode of a file in the kubeadm layout (CIS Kubernetes 1.12)."""
+    if path.startswith("/etc/kubernetes/pki/"):
+        if path.endswith(".key"):
+            return 0o600
+        if path.endswith(".crt"):
+            return 0o644
+        return None
+    if path.startswith(("/etc/kubernetes/manifests/", "/etc/cni/net.d/")):
+        return 0o600
+    return None
+
+
+FS_08 = check(
+    "HN-FS-08",
+    "Ensure Kubernetes manifests, kubeconfigs, kubelet config, PKI and CNI files are root-only",
+    level="L1",
+    severity="high",
+    roles="k8s",
+    remediation=(
+        "chown root:root and chmod 600 (certificates 644, etcd data dir 700) as listed; the "
+        "Kubernetes bootstrap (issue #7) must create them so."
+    ),
+)
+
+
+def _require_kubernetes(host: Host) -> None:
+    if not host.file("/etc/kubernetes").is_directory:
+        pytest.skip("N/A: no /etc/kubernetes: the Kubernetes bootstrap has not run on this node")
+
+
+@FS_08
+def test_k8s_config_file_modes(host: Host, facts: Facts) -> None:
+    _require_kubernetes(host)
+    found = stat_paths(facts, *K8S_CONF_FILES)
+    assert found, "none of the kubeadm kubeconfigs or the kubelet config exists"
+    for st in found.values():
+        expect_stat(st, "root", "root", 0o600)
+
+
+@FS_08
+def test_k8s_tree_modes(host: Host, facts: Facts) -> None:
+    _require_kubernetes(host)
+    # `find-stat DIR...` (root): `%p %u:%g %m` for everything under each directory.
+    found = parse_stat(facts("find-stat", *K8S_TREES))
+    bad = []
+    for st in found.values():
+        mode = k8s_expectation(st.path)
+        if mode is None:
+            continue  # directories, and files the benchmark says nothing about
+        if (st.owner, st.group) != ("root", "root") or st.excess(mode):
+            bad.append(f"{st.describe()} (expected root:root {mode:o} or stricter)")
+    assert not bad, "; ".join(bad)
+
+
+@FS_08
+def test_k8s_etcd_data_dir(host: Host, facts: Facts, node: Profile) -> None:
+    _require_kubernetes(host)
+    if "cp" not in node.roles:
+        pytest.skip("N/A: etcd runs on control-plane nodes only")
+    st = stat_paths(facts, "/var/lib/etcd").get("/var/lib/etcd")
+    assert st is not None, "/var/lib/etcd is missing on a control-plane node"
+    assert not st.excess(0o700), f"{st.describe()}, expected 700 or stricter"
+
+
+@FS_08
+def test_k8s_kubelet_units(host: Host, facts: Facts) -> None:
+    _require_kubernetes(host)
+    shown = host.check_output(
+        "systemctl show -p FragmentPath -p DropInPaths --value kubelet.service"
+    ).split()
+    assert shown, "kubelet.service has no unit file"
+    for st in stat_paths(facts, *shown).values():
+        expect_stat(st, "root", "root", 0o600)
+
+
+# --- HN-FS-09 unused filesystems and protocols -----------------------------------------------
+
+# DEVSEC os-10 / OSH os_unused_filesystems, plus the protocols. vfat only without EFI firmware.
+UNUSED_MODULES = (
+    "cramfs",
+    "freevxfs",
+    "jffs2",
+    "hfs",
+    "hfsplus",
+    "squashfs",
+    "udf",
+    "vfat",
+    "dccp",
+    "rds",
+    "sctp",
+    "tipc",
+)
+
+
+def install_commands(modprobe_output: str) -> list[str]:
+    """The `install` commands `modprobe -n -v` would run instead of loading the module."""
+    return [
+        line.split(None, 1)[1].strip()
+        for line in modprobe_output.splitlines()
+        if line.startswith("install ") and len(line.split(None, 1)) == 2
+    ]
+
+
+@check(
+    "HN-FS-09",
+    "Ensure unused filesystem and protocol modules cannot be loaded",
+    level="L1",
+    severity="low",
+    remediation=(
+        "Add `install <module> /bin/false` and `blacklist <module>` to "
+        "/etc/modprobe.d/provision-blacklist.conf (cloudinit/modprobe-blacklist.conf.j2, list "
+        "in provision/hardening.py BLACKLISTED_MODULES) and `rmmod` it. " + REPROVISION
+    ),
+)
+@pytest.mark.parametrize("module", UNUSED_MODULES)
+def test_module_disabled(host: Host, module: str) -> None:
+    if module == "vfat" and host.file("/sys/firmware/efi").exists:
+        pytest.skip("N/A: EFI firmware boots from a vfat partition")
+    loaded = host.check_output("cut -d' ' -f1 /proc/modules").split()
+    assert module not in loaded, f"{module} is loaded"
+    builtin = host.run(f"grep -q '/{module}.ko$' /lib/modules/$(uname -r)/modules.builtin").rc
+    assert builtin != 0, f"{module} is built into the kernel: no install line can disable it"
+    out = host.run(f"/sbin/modprobe -n -v {module}")
+    commands = install_commands(out.stdout)
+    assert any(c in ("/bin/false", "/bin/true") for c in commands), (
+        f"`modprobe -n -v {module}` would {'run ' + '; '.join(commands) if commands else 'load it'}"
+        f" ({(out.stdout + out.stderr).strip() or 'no output'}), expected install /bin/false"
+    )
+
+
+# --- HN-FS-10 cron and /var/log ownership ----------------------------------------------------
+
+CRON_PATHS = (
+    "/etc/crontab",
+    "/etc/cron.hourly",
+    "/etc/cron.daily",
+    "/etc/cron.weekly",
+    "/etc/cron.monthly",
+    "/etc/cron.yearly",
+    "/etc/cron.d",
+)
+FS_10 = check(
+    "HN-FS-10",
+    "Ensure cron files are root-only and /var/log is root-owned",
+    level="L1",
+    severity="low",
+    remediation=(
+        "chown root:root and chmod og-rwx the cron paths (cloudinit/harden.sh.j2 does it when "
+        "cron is installed); chown root:root /var/log (group syslog is accepted)."
+    ),
+)
+
+
+CRON_DAEMONS = ("/usr/sbin/cron", "/usr/sbin/crond", "/usr/sbin/anacron", "/usr/bin/crontab")
+
+
+@FS_10
+@pytest.mark.parametrize("path", CRON_PATHS)
+def test_cron_path_private(host: Host, path: str) -> None:
+    if not any(host.file(d).exists for d in CRON_DAEMONS):
+        # Packages drop files in /etc/cron.d and /etc/cron.daily whether or not cron exists.
+        pytest.skip("N/A: no cron daemon is installed: nothing runs the cron files")
+    f = host.file(path)
+    if not f.exists:
+        pytest.skip(f"N/A: {path} does not exist")
+    assert (f.user, f.group) == ("root", "root"), (
+        f"{path} is {f.user}:{f.group}, expected root:root"
+    )
+    assert not f.mode & 0o077, f"{path} is {f.mode:o}: group or others have access"
+
+
+@FS_10
+def test_var_log_owner(host: Host) -> None:
+    f = host.file("/var/log")
+    assert f.user == "root" and f.group in ("root", "syslog"), (
+        f"/var/log is {f.user}:{f.group}, expected root:root or root:syslog"
+    )
+    assert not f.mode & 0o002, f"/var/log is {f.mode:o}: writable by everyone"

@@ -1,0 +1,208 @@
+"""A.4 Users, authentication and sudo (HN-USR-07, the docker group, is with the Docker checks)."""
+
+from __future__ import annotations
+
+import pytest
+from testinfra.host import Host
+
+from provision import hardening
+from provision.verify.checks import check
+from provision.verify.plugin import Facts, Profile
+
+ACCOUNTS_FIX = "Accounts come from the seed's users: section; re-provision rather than edit."
+
+
+def _passwd(host: Host) -> list[list[str]]:
+    return [line.split(":") for line in str(host.check_output("getent passwd")).splitlines()]
+
+
+@check(
+    "HN-USR-01",
+    "Ensure only root has UID 0 and UIDs and GIDs are unique",
+    level="L1",
+    severity="crit",
+    remediation=ACCOUNTS_FIX,
+)
+def test_unique_ids(host: Host) -> None:
+    rows = _passwd(host)
+    root_ids = [r[0] for r in rows if r[2] == "0"]
+    assert root_ids == ["root"], f"UID 0 accounts: {root_ids}"
+    uids = [r[2] for r in rows]
+    assert len(uids) == len(set(uids)), "duplicate UIDs in /etc/passwd"
+    gids = [line.split(":")[2] for line in str(host.check_output("getent group")).splitlines()]
+    assert len(gids) == len(set(gids)), "duplicate GIDs in /etc/group"
+
+
+def _status(facts: Facts) -> dict[str, list[str]]:
+    """`passwd -S -a`: name -> [status, changed, min, max, warn, inactive]."""
+    return {f[0]: f[1:] for f in (line.split() for line in facts("password-status").splitlines())}
+
+
+@check(
+    "HN-USR-02",
+    "Ensure the root password is locked",
+    level="L1",
+    severity="high",
+    remediation="passwd -l root (the provisioner's hardening script does it at first boot).",
+)
+def test_root_locked(facts: Facts) -> None:
+    status = _status(facts)["root"][0]
+    assert status == "L", f"root password status is {status}, expected L (locked)"
+
+
+@check(
+    "HN-USR-03",
+    "Ensure no account has an empty or unshadowed password",
+    level="L1",
+    severity="crit",
+    remediation="Lock the accounts listed (passwd -l).",
+)
+def test_no_empty_passwords(host: Host, facts: Facts) -> None:
+    empty = facts("empty-passwords").split()
+    assert not empty, f"empty passwords: {empty}"
+    unshadowed = [r[0] for r in _passwd(host) if r[1] != "x"]
+    assert not unshadowed, f"passwords in /etc/passwd: {unshadowed}"
+
+
+@check(
+    "HN-USR-04",
+    "Ensure account database file modes",
+    level="L1",
+    severity="high",
+    remediation="chown/chmod as expected (Debian: shadow files are root:shadow 0640).",
+)
+@pytest.mark.parametrize(
+    "path,owner,mode",
+    [
+        ("/etc/passwd", "root:root", 0o644),
+        ("/etc/group", "root:root", 0o644),
+        ("/etc/shadow", "root:shadow", 0o640),
+        ("/etc/gshadow", "root:shadow", 0o640),
+    ],
+)
+def test_account_file_modes(host: Host, path: str, owner: str, mode: int) -> None:
+    f = host.file(path)
+    assert f"{f.user}:{f.group}" == owner, f"{path} is {f.user}:{f.group}, expected {owner}"
+    assert f.mode == mode, f"{path} is {f.mode:o}, expected {mode:o}"
+
+
+LOGIN_DEFS = {
+    "UMASK": "027",
+    "PASS_MAX_DAYS": "60",
+    "PASS_MIN_DAYS": "7",
+    "PASS_WARN_AGE": "7",
+    "LOGIN_RETRIES": "5",
+    "LOGIN_TIMEOUT": "60",
+}
+USR_05 = check(
+    "HN-USR-05",
+    "Ensure login.defs policy, and no password ageing on the automation accounts",
+    level="L1",
+    severity="low",
+    remediation="login.defs is set by /usr/local/sbin/provision-harden; automation accounts "
+    "need `chage -M -1` or ageing locks them out.",
+)
+
+
+@USR_05
+@pytest.mark.parametrize("key,value", sorted(LOGIN_DEFS.items()))
+def test_login_defs(host: Host, key: str, value: str) -> None:
+    lines = str(host.file("/etc/login.defs").content_string).splitlines()
+    found = [
+        line.split()[1] for line in lines if line.split()[:1] == [key] and len(line.split()) > 1
+    ]
+    assert found == [value], f"{key} is {found or 'unset'}, expected {value}"
+
+
+@USR_05
+def test_no_ageing_on_automation_accounts(facts: Facts, node: Profile) -> None:
+    status = _status(facts)
+    for user in (node.admin, hardening.VERIFIER_USER, node.workload_user):
+        assert user in status, f"{user} has no account"
+        state, _changed, _min, max_days = status[user][:4]
+        assert state == "L", f"{user}'s password is not locked ({state})"
+        assert max_days in ("-1", "99999"), f"{user}'s password expires after {max_days} days"
+
+
+USR_06 = check(
+    "HN-USR-06",
+    "Ensure sudo logs, uses a pty, parses cleanly and grants NOPASSWD only to named accounts",
+    level="L1",
+    severity="high",
+    remediation="sudoers drop-ins come from the seed (10-provision-defaults, "
+    "60-provision-verifier); remove other NOPASSWD grants.",
+)
+
+
+@USR_06
+def test_sudoers_parse(host: Host) -> None:
+    r = host.run(f"sudo -n {hardening.FACTS_HELPER} sudoers-check")
+    assert r.rc == 0, f"visudo -c fails: {r.stderr.strip()}"
+
+
+@USR_06
+def test_sudo_defaults(host: Host) -> None:
+    # `sudo -l` lists the Defaults that apply to the caller without needing any other right.
+    listing = str(host.run("sudo -n -l").stdout)
+    assert "use_pty" in listing, "Defaults use_pty missing"
+    assert "logfile=/var/log/sudo.log" in listing, "Defaults logfile=/var/log/sudo.log missing"
+
+
+@USR_06
+def test_nopasswd_only_for_named_accounts(facts: Facts, node: Profile) -> None:
+    allowed = {node.admin, hardening.VERIFIER_USER}
+    grants = []
+    for line in facts("sudoers-nopasswd").splitlines():
+        _file, _, rule = line.partition(":")
+        if rule.lstrip().startswith("#"):
+            continue
+        grants.append(rule.split()[0])
+    unexpected = sorted(set(grants) - allowed)
+    assert not unexpected, f"NOPASSWD granted to {unexpected}"
+
+
+@check(
+    "HN-USR-08",
+    "Ensure the rootless user is a normal account with its own 65536 subordinate IDs and linger",
+    level="L1",
+    severity="high",
+    roles="rootless",
+    remediation="Create the workload user as a normal account (not system: true); useradd gives "
+    "it a subuid/subgid range; loginctl enable-linger.",
+)
+def test_rootless_user(host: Host, node: Profile) -> None:
+    user = host.user(node.workload_user)
+    assert user.exists, f"{node.workload_user} does not exist"
+    assert int(user.uid) >= 1000, f"{node.workload_user} is a system account (uid {user.uid})"
+    for path in ("/etc/subuid", "/etc/subgid"):
+        ranges = [
+            line.split(":") for line in str(host.file(path).content_string).splitlines() if line
+        ]
+        mine = [(int(r[1]), int(r[2])) for r in ranges if r[0] == node.workload_user]
+        assert mine, f"{node.workload_user} has no range in {path}"
+        start, count = mine[0]
+        assert count >= 65536, f"{path}: only {count} ids for {node.workload_user}"
+        assert start >= 65536, f"{path}: range starts at {start}, below real UIDs"
+        for other in ranges:
+            if other[0] == node.workload_user:
+                continue
+            o_start, o_count = int(other[1]), int(other[2])
+            overlap = start < o_start + o_count and o_start < start + count
+            assert not overlap, f"{path}: {node.workload_user}'s range overlaps {other[0]}'s"
+    linger = str(host.check_output(f"loginctl show-user {node.workload_user} -p Linger"))
+    assert linger == "Linger=yes", f"{node.workload_user}: {linger}"
+
+
+@check(
+    "HN-USR-09",
+    "Ensure no hosts.equiv, .rhosts or .netrc trust files",
+    level="L1",
+    severity="med",
+    remediation="Delete the files listed.",
+)
+def test_no_trust_files(host: Host, facts: Facts, node: Profile) -> None:
+    assert not host.file("/etc/hosts.equiv").exists, "/etc/hosts.equiv exists"
+    homes = ["/root"] + [r[5] for r in _passwd(host) if r[5].startswith("/home/")]
+    candidates = [f"{h}/{name}" for h in homes for name in (".rhosts", ".netrc", ".shosts")]
+    present = facts("exists", *candidates).split()
+    assert not present, f"trust files present: {present}"

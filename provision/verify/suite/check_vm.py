@@ -1,0 +1,87 @@
+"""A.14 VM and provisioning hygiene, seen from inside the node; A.13's package provenance."""
+
+from __future__ import annotations
+
+import pytest
+from testinfra.host import Host
+
+from provision.verify.checks import check
+from provision.verify.plugin import Facts, Profile
+
+
+@check(
+    "HN-VM-01",
+    "Ensure the NoCloud seed is gone after first boot",
+    level="L1",
+    severity="crit",
+    remediation="`provision up` detaches and deletes the seed after first boot; re-run it.",
+)
+def test_seed_detached(host: Host) -> None:
+    assert not host.file("/dev/disk/by-label/cidata").exists, "a cidata disk is still attached"
+    fstypes = str(host.check_output("lsblk -rno FSTYPE")).split()
+    assert "iso9660" not in fstypes, "an iso9660 disk is still attached"
+
+
+@check(
+    "HN-VM-02",
+    "Ensure cloud-init's copies of user-data are root-only",
+    level="L1",
+    severity="high",
+    remediation="chmod 0600 the files listed (cloud-init writes them 0600 itself).",
+)
+@pytest.mark.parametrize(
+    "path",
+    ["/var/lib/cloud/instance/user-data.txt", "/run/cloud-init/instance-data-sensitive.json"],
+)
+def test_user_data_private(host: Host, path: str) -> None:
+    f = host.file(path)
+    if not f.exists:
+        pytest.skip(f"N/A: {path} does not exist on this node")
+    assert f.user == "root", f"{path} is owned by {f.user}"
+    assert f.mode & 0o077 == 0, f"{path} is {f.mode:o}: readable beyond root"
+
+
+@check(
+    "HN-VM-03",
+    "Ensure the host key is fresh per node: one ed25519 key, the provisioner's pinned one",
+    level="L1",
+    severity="crit",
+    remediation="Host keys come from the seed and are pinned; a different or extra key means "
+    "the node was cloned or re-keyed: re-provision it.",
+)
+def test_fresh_host_key(facts: Facts, node: Profile) -> None:
+    keys = facts.host_keys()
+    assert sorted(keys) == ["/etc/ssh/ssh_host_ed25519_key.pub"], f"host keys: {sorted(keys)}"
+    assert keys["/etc/ssh/ssh_host_ed25519_key.pub"] == node.host_key, (
+        "the host key is not the one the provisioner generated"
+    )
+
+
+@check(
+    "HN-VM-04",
+    "Ensure early entropy from virtio-rng",
+    level="L1",
+    severity="med",
+    remediation="The domain XML carries a virtio-rng device (provision/domain.py).",
+)
+def test_virtio_rng(host: Host) -> None:
+    current = host.file("/sys/class/misc/hw_random/rng_current")
+    assert current.exists, "no hardware RNG device"
+    name = str(current.content_string).strip()
+    assert name.startswith("virtio_rng"), f"hardware RNG is {name!r}, not virtio-rng"
+
+
+@check(
+    "HN-SC-05",
+    "Ensure every APT source is signed (no trusted=yes, keyrings present)",
+    level="L1",
+    severity="high",
+    remediation="Remove [trusted=yes]; reference a keyring with Signed-By. Updates arrive as "
+    "golden-image rebuilds and rollouts, not apt on nodes.",
+)
+def test_apt_sources_signed(host: Host) -> None:
+    trusted = host.run("grep -rl 'trusted=yes' /etc/apt/ 2>/dev/null").stdout.split()
+    assert not trusted, f"unsigned APT sources: {trusted}"
+    assert host.file("/usr/share/keyrings/debian-archive-keyring.gpg").exists, (
+        "debian-archive-keyring is missing: nothing can verify the archive"
+    )
