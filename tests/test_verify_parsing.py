@@ -12,29 +12,25 @@ from typing import Any
 
 import pytest
 
-from provision.verify.suite import check_containers as crt
-from provision.verify.suite.check_docker import (
-    audit_watches,
-    flag_keys,
-    listening_ports,
-    parse_execstart,
-    subid_range,
-    watched,
-)
-from provision.verify.suite.check_filesystem import (
+from provision.verify import containers as crt
+from provision.verify.parse import (
     Stat,
+    audit_watches,
+    environment_path,
+    flag_keys,
     install_commands,
     k8s_expectation,
+    listening_ports,
     mount_of,
+    parse_execstart,
+    parse_kv,
     parse_mounts,
     parse_stat,
     parse_world_writable,
-)
-from provision.verify.suite.check_rootless import (
-    environment_path,
-    parse_kv,
     probe_failures,
+    subid_range,
     unit_values,
+    watched,
 )
 
 DATA = Path(__file__).parent / "data"

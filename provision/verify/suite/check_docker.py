@@ -18,9 +18,18 @@ import pytest
 from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
+from provision.verify.nodefacts import docker_info, numeric_ids, stat_paths
+from provision.verify.parse import (
+    KNOWN_KEYS,
+    audit_watches,
+    flag_keys,
+    listening_ports,
+    parse_execstart,
+    parse_kv,
+    subid_range,
+    watched,
+)
 from provision.verify.plugin import Facts, Profile
-from provision.verify.suite.check_filesystem import numeric_ids, stat_paths
-from provision.verify.suite.check_rootless import parse_kv
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 RESTART = (
@@ -28,180 +37,8 @@ RESTART = (
     "`systemctl restart docker`; re-provision the node if the file is not the rendered one."
 )
 
-# dockerd 20.10's daemon.json keys (docs "daemon configuration file", Linux).
-KNOWN_KEYS = frozenset(
-    {
-        "allow-nondistributable-artifacts",
-        "api-cors-header",
-        "authorization-plugins",
-        "bip",
-        "bridge",
-        "builder",
-        "cgroup-parent",
-        "cluster-advertise",
-        "cluster-store",
-        "cluster-store-opts",
-        "containerd",
-        "containerd-namespace",
-        "containerd-plugin-namespace",
-        "cpu-rt-period",
-        "cpu-rt-runtime",
-        "data-root",
-        "debug",
-        "default-address-pools",
-        "default-cgroupns-mode",
-        "default-gateway",
-        "default-gateway-v6",
-        "default-ipc-mode",
-        "default-runtime",
-        "default-shm-size",
-        "default-ulimits",
-        "dns",
-        "dns-opts",
-        "dns-search",
-        "exec-opts",
-        "exec-root",
-        "experimental",
-        "features",
-        "fixed-cidr",
-        "fixed-cidr-v6",
-        "group",
-        "hosts",
-        "icc",
-        "init",
-        "init-path",
-        "insecure-registries",
-        "ip",
-        "ip-forward",
-        "ip-masq",
-        "ip6tables",
-        "iptables",
-        "ipv6",
-        "labels",
-        "live-restore",
-        "log-driver",
-        "log-level",
-        "log-opts",
-        "max-concurrent-downloads",
-        "max-concurrent-uploads",
-        "max-download-attempts",
-        "metrics-addr",
-        "mtu",
-        "no-new-privileges",
-        "node-generic-resources",
-        "oom-score-adjust",
-        "pidfile",
-        "raw-logs",
-        "registry-mirrors",
-        "rootless",
-        "runtimes",
-        "seccomp-profile",
-        "selinux-enabled",
-        "shutdown-timeout",
-        "storage-driver",
-        "storage-opts",
-        "swarm-default-advertise-addr",
-        "tls",
-        "tlscacert",
-        "tlscert",
-        "tlskey",
-        "tlsverify",
-        "userland-proxy",
-        "userland-proxy-path",
-        "userns-remap",
-    }
-)
-# Flags whose daemon.json key is not the flag's own name.
-FLAG_KEY = {
-    "-H": "hosts",
-    "--host": "hosts",
-    "-D": "debug",
-    "-G": "group",
-    "-l": "log-level",
-    "-p": "pidfile",
-    "-g": "data-root",
-    "--graph": "data-root",
-    "-b": "bridge",
-    "-s": "storage-driver",
-    "--label": "labels",
-    "--storage-opt": "storage-opts",
-    "--log-opt": "log-opts",
-    "--insecure-registry": "insecure-registries",
-    "--registry-mirror": "registry-mirrors",
-    "--exec-opt": "exec-opts",
-    "--add-runtime": "runtimes",
-    "--authorization-plugin": "authorization-plugins",
-    "--default-ulimit": "default-ulimits",
-    "--dns-opt": "dns-opts",
-    "--default-address-pool": "default-address-pools",
-    "--cluster-store-opt": "cluster-store-opts",
-    "--node-generic-resource": "node-generic-resources",
-}
-
-
-# --- pure parsing ----------------------------------------------------------------------------
-
-
-def parse_execstart(text: str) -> list[list[str]]:
-    """`systemctl show -p ExecStart --value`: the argv of each command line."""
-    return [m.split() for m in re.findall(r"argv\[\]=([^;]*)", text)]
-
-
-def flag_keys(argv: list[str]) -> set[str]:
-    """The daemon.json keys that dockerd flags in `argv` also set."""
-    keys = set()
-    for arg in argv[1:]:
-        if not arg.startswith("-"):
-            continue
-        name = arg.split("=", 1)[0]
-        keys.add(FLAG_KEY.get(name, name.lstrip("-")))
-    return keys
-
-
-def audit_watches(rules: str) -> set[str]:
-    """Paths `auditctl -l` watches: `-w PATH` and `-F path=`/`-F dir=` rules."""
-    out = set()
-    for line in rules.splitlines():
-        fields = line.split()
-        for i, f in enumerate(fields):
-            if f == "-w" and i + 1 < len(fields):
-                out.add(fields[i + 1].rstrip("/") or "/")
-            elif f.startswith(("path=", "dir=")):
-                out.add(f.split("=", 1)[1].rstrip("/") or "/")
-    return out
-
-
-def watched(path: str, watches: set[str]) -> bool:
-    """A watch on a directory covers what is inside it."""
-    return any(path == w or path.startswith(w + "/") for w in watches)
-
-
-def listening_ports(ss_output: str) -> set[int]:
-    """TCP ports in `ss -Hltn` output (local address is the fourth column)."""
-    ports = set()
-    for line in ss_output.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[3].rpartition(":")[2].isdigit():
-            ports.add(int(fields[3].rpartition(":")[2]))
-    return ports
-
-
-def subid_range(text: str, user: str) -> tuple[int, int] | None:
-    """(start, count) of `user`'s first /etc/subuid or /etc/subgid line."""
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        start, _, count = rest.partition(":")
-        if name == user and start.isdigit() and count.isdigit():
-            return int(start), int(count)
-    return None
-
 
 # --- node helpers ----------------------------------------------------------------------------
-
-
-def docker_info(facts: Facts) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(facts("docker-info"))
-    return info
 
 
 def daemon_config(host: Host) -> dict[str, Any]:

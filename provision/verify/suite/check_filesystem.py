@@ -9,133 +9,26 @@ HN-FS-01 (separate filesystems) is a deviation in `provision/hardening.py` and h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
-from provision.verify.plugin import Facts, FactsError, Profile
+from provision.verify.nodefacts import mounts, numeric_ids, stat_paths, workload_ids
+from provision.verify.parse import (
+    Stat,
+    install_commands,
+    k8s_expectation,
+    parse_stat,
+    parse_world_writable,
+    rootless_files,
+)
+from provision.verify.plugin import Facts, Profile
 
 REPROVISION = "Re-provision the node (`provision up`) so the seed files are written again."
 
 
-# --- pure parsing ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stat:
-    path: str
-    owner: str
-    group: str
-    mode: int  # permission bits, including setuid/setgid/sticky
-
-    def excess(self, allowed: int) -> int:
-        """The permission bits this path has beyond `allowed` (0: as strict or stricter)."""
-        return self.mode & ~allowed
-
-    def describe(self) -> str:
-        return f"{self.path} is {self.owner}:{self.group} {self.mode:o}"
-
-
-def parse_stat(text: str) -> dict[str, Stat]:
-    """The facts helper's `stat -c '%n %U:%G %a'` lines, by path."""
-    out = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        path, ids, mode = line.rsplit(" ", 2)
-        owner, _, group = ids.partition(":")
-        out[path] = Stat(path, owner, group, int(mode, 8))
-    return out
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    fstype: str
-    options: frozenset[str]
-
-
-def _unescape(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def parse_mounts(text: str) -> dict[str, Mount]:
-    """/proc/mounts by mount point; the last line wins (a later mount hides an earlier one)."""
-    out = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        target = _unescape(fields[1])
-        out[target] = Mount(
-            _unescape(fields[0]), target, fields[2], frozenset(fields[3].split(","))
-        )
-    return out
-
-
-def mount_of(path: str, mounts: dict[str, Mount]) -> Mount:
-    """The mount a path lives on: its longest mount-point prefix."""
-    best = mounts["/"]
-    for target, m in mounts.items():
-        inside = path == target or path.startswith(target.rstrip("/") + "/")
-        if inside and len(target) > len(best.target):
-            best = m
-    return best
-
-
-def parse_world_writable(text: str) -> tuple[list[str], list[str]]:
-    """`find-world-writable` lines: (directories without the sticky bit, world-writable files)."""
-    dirs, files = [], []
-    for line in text.splitlines():
-        kind, _, path = line.partition(" ")
-        if kind == "dir-nosticky":
-            dirs.append(path)
-        elif kind == "file":
-            files.append(path)
-    return dirs, files
-
-
-# --- node helpers ----------------------------------------------------------------------------
-
-
-def mounts(host: Host) -> dict[str, Mount]:
-    return parse_mounts(host.file("/proc/mounts").content_string)
-
-
-def stat_paths(facts: Facts, *paths: str) -> dict[str, Stat]:
-    """Root's `stat` of each path that exists; an absent path is simply not in the result.
-
-    The helper's `stat` fails as a whole when one path is missing, so each path is asked alone.
-    """
-    out: dict[str, Stat] = {}
-    for p in paths:
-        try:
-            out |= parse_stat(facts("stat", p))
-        except FactsError as exc:
-            if "No such file or directory" not in str(exc):
-                raise
-    return out
-
-
-def numeric_ids(facts: Facts, path: str) -> tuple[int, int] | None:
-    """(uid, gid) of a path, or None when the node's helper cannot say.
-
-    `stat` prints names, and ids without a name (subordinate ids: dockremap's, a rootless user's)
-    come out as UNKNOWN. The helper verb `stat-ids PATH` prints `%n %u:%g %a` instead.
-    """
-    try:
-        st = parse_stat(facts("stat-ids", path)).get(path)
-    except FactsError as exc:
-        if "unknown verb" in str(exc):
-            return None
-        raise
-    return (int(st.owner), int(st.group)) if st else None
+# --- mode assertions -------------------------------------------------------------------------
 
 
 def expect_stat(st: Stat, owner: str, group: str | tuple[str, ...], mode: int) -> None:
@@ -363,23 +256,6 @@ def test_docker_tls_file_mode(host: Host, facts: Facts, kind: str) -> None:
 # --- HN-FS-07 rootless Docker file modes -----------------------------------------------------
 
 
-def workload_ids(host: Host, user: str) -> tuple[int, str]:
-    """(uid, home) of the workload user, from the passwd database."""
-    entry = host.check_output(f"getent passwd {user}").split(":")
-    return int(entry[2]), entry[5]
-
-
-def rootless_files(uid: int, home: str) -> list[tuple[str, int, bool]]:
-    """(path, mode, required) per Docker's rootless paths; the owner is always the user."""
-    return [
-        (f"/run/user/{uid}", 0o700, True),
-        (f"/run/user/{uid}/docker.sock", 0o755, True),  # not group/other writable
-        (f"{home}/.config/docker", 0o700, False),
-        (f"{home}/.config/docker/daemon.json", 0o600, False),
-        (f"{home}/.local/share/docker", 0o710, True),
-    ]
-
-
 @check(
     "HN-FS-07",
     "Ensure rootless Docker's runtime dir, socket, config and data root are private to the user",
@@ -451,19 +327,6 @@ K8S_CONF_FILES = (
 )
 # Trees listed through the helper's `find-stat` (their directories may be root-only).
 K8S_TREES = ("/etc/kubernetes/manifests", "/etc/kubernetes/pki", "/etc/cni/net.d")
-
-
-def k8s_expectation(path: str) -> int | None:
-    """The strictest allowed mode of a file in the kubeadm layout (CIS Kubernetes 1.12)."""
-    if path.startswith("/etc/kubernetes/pki/"):
-        if path.endswith(".key"):
-            return 0o600
-        if path.endswith(".crt"):
-            return 0o644
-        return None
-    if path.startswith(("/etc/kubernetes/manifests/", "/etc/cni/net.d/")):
-        return 0o600
-    return None
 
 
 FS_08 = check(
@@ -546,15 +409,6 @@ UNUSED_MODULES = (
     "sctp",
     "tipc",
 )
-
-
-def install_commands(modprobe_output: str) -> list[str]:
-    """The `install` commands `modprobe -n -v` would run instead of loading the module."""
-    return [
-        line.split(None, 1)[1].strip()
-        for line in modprobe_output.splitlines()
-        if line.startswith("install ") and len(line.split(None, 1)) == 2
-    ]
 
 
 @check(

@@ -9,14 +9,14 @@ leaves the info-based checks without evidence: WARN, and HN-DKRL-03 says why.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
+from provision.verify.nodefacts import mounts, rootless_info, stat_paths, workload_ids
+from provision.verify.parse import environment_path, mount_of, parse_kv, probe_failures, unit_values
 from provision.verify.plugin import Facts, Profile
-from provision.verify.suite.check_filesystem import mount_of, mounts, stat_paths, workload_ids
 
 ROOTLESS_UNIT = "/etc/systemd/user/docker-rootless.service"
 CONTRIB = "/usr/share/docker.io/contrib"
@@ -27,50 +27,7 @@ RESTART = (
 )
 
 
-# --- pure parsing ----------------------------------------------------------------------------
-
-
-def parse_kv(text: str) -> dict[str, str]:
-    """`key=value` lines (the facts helper's probe and service verbs); the last one wins."""
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key:
-            out[key] = value
-    return out
-
-
-def unit_values(text: str, key: str) -> list[str]:
-    """Every value of `key` in a systemd unit file, in order (continuation lines joined)."""
-    joined = text.replace("\\\n", " ")
-    out = []
-    for raw in joined.splitlines():
-        line = raw.strip()
-        if line.startswith(("#", ";")):
-            continue
-        name, sep, value = line.partition("=")
-        if sep and name.strip() == key:
-            out.append(value.strip())
-    return out
-
-
-def environment_path(unit_text: str) -> list[str]:
-    """The PATH a unit's Environment= lines set (the last assignment wins), split on ':'."""
-    path: list[str] = []
-    for value in unit_values(unit_text, "Environment"):
-        for assignment in value.split():
-            name, _, val = assignment.strip('"').partition("=")
-            if name == "PATH":
-                path = val.split(":")
-    return path
-
-
 # --- node helpers ----------------------------------------------------------------------------
-
-
-def rootless_info(facts: Facts) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(facts("rootless-info"))
-    return info
 
 
 def user_processes(host: Host, user: str) -> list[str]:
@@ -400,27 +357,6 @@ def test_id_map_helper(host: Host, path: str) -> None:
 
 
 # --- HN-DKRL-11 behavioural smoke test -------------------------------------------------------
-
-
-def probe_failures(p: dict[str, str]) -> list[str]:
-    """What a rootless probe shows that rootless Docker must never allow (empty: all good)."""
-    bad = []
-    if p.get("container_uid") != "0":
-        bad.append(f"id -u in the container is {p.get('container_uid')}, expected 0")
-    if p.get("host_uid") != p.get("user_uid"):
-        bad.append(
-            f"container root is host uid {p.get('host_uid')}, not the user's {p.get('user_uid')}"
-        )
-    try:
-        mapped = int(p["host_uid_user1000"]) == int(p["subuid_start"]) + 999
-    except (KeyError, ValueError):
-        mapped = False
-    if not mapped:
-        bad.append(
-            f"container uid 1000 is host uid {p.get('host_uid_user1000')}, expected subuid "
-            f"start {p.get('subuid_start')} + 999"
-        )
-    return bad
 
 
 DKRL_11 = check(
