@@ -275,10 +275,11 @@ def test_rootless_file_mode(host: Host, facts: Facts, node: Profile, index: int)
     uid, home = workload_ids(host, node.workload_user)
     path, mode, required = rootless_files(uid, home)[index]
     st = stat_paths(facts, path).get(path)
+    if st is None and path.endswith("/docker.sock"):
+        # The daemon makes its socket: without one there is no evidence (HN-DKRL-03 fails).
+        raise Inconclusive(f"{path} is absent: the rootless daemon of {node.workload_user} is down")
     if st is None:
-        assert not required, (
-            f"{path} is missing: is the rootless daemon of {node.workload_user} running?"
-        )
+        assert not required, f"{path} is missing"
         pytest.skip(f"N/A: {path} does not exist")
     if path.endswith("/docker.sock") and st.group != node.workload_user:
         _expect_rootless_socket(host, facts, node.workload_user, st)

@@ -103,6 +103,9 @@ def test_rootless_unit_execstart(host: Host) -> None:
 def test_rootless_daemon_process(host: Host, node: Profile) -> None:
     """The daemon that runs is the one the unit starts (not a hand-started or other one)."""
     procs = user_processes(host, node.workload_user)
+    if not any("dockerd" in p for p in procs):
+        # Whether it should run is HN-DKRL-03's verdict; here there is nothing to inspect.
+        raise Inconclusive(f"no rootless daemon of {node.workload_user} is running")
     assert any(f"{CONTRIB}/dockerd-rootless.sh" in p for p in procs), (
         f"no process of {node.workload_user} runs {CONTRIB}/dockerd-rootless.sh"
     )
