@@ -10,10 +10,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provision import __version__, app, render, settings
 from provision.errors import ConfigError, ProvisionError
+from provision.model import Inventory, Node
 from provision.plan import Action
+
+if TYPE_CHECKING:  # imported where used: most commands never need them
+    from provision.lifecycle import Emit
+    from provision.verify.runner import NodeReport
 
 DEFAULT_INVENTORY = Path("inventories/local.yaml")
 
@@ -62,10 +68,16 @@ def parser() -> argparse.ArgumentParser:
         description="Converge every node: golden image (cached), storage pool, one upload per "
         "image digest, a qcow2 overlay and a NoCloud seed per node, define, start, wait for SSH "
         "with the pinned host key, wait for cloud-init, then remove the seed. Re-running with an "
-        "unchanged inventory changes nothing.",
+        "unchanged inventory changes nothing. Then verify the nodes against the hardening "
+        "catalogue (as `provision verify`) unless --no-verify.",
     )
     _inventory_arg(u)
     u.add_argument("--json", action="store_true", help="JSON line events on stdout")
+    u.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip `provision verify` of the nodes once they are up (it runs by default)",
+    )
 
     d = sub.add_parser(
         Verb.DOWN,
@@ -110,7 +122,11 @@ def parser() -> argparse.ArgumentParser:
     )
     _inventory_arg(r)
     r.add_argument(
-        "-o", "--output", type=Path, default=Path("out"), help="directory (default: out)"
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out"),
+        help="directory (default: out)",
     )
 
     pl = sub.add_parser(
@@ -137,7 +153,10 @@ def parser() -> argparse.ArgumentParser:
     ve.add_argument("--json", action="store_true", help="print the report as JSON")
     ve.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
     ve.add_argument(
-        "-k", dest="select", metavar="EXPR", help="only checks matching this pytest -k expression"
+        "-k",
+        dest="select",
+        metavar="EXPR",
+        help="only checks matching this pytest -k expression",
     )
 
     im = sub.add_parser(Verb.IMAGE, help="build, list and verify golden images")
@@ -195,17 +214,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from provision import lifecycle
     from provision.progress import Progress
+    from provision.verify import report
 
     inv = app.load(args.inventory)
     nodes = app.select(inv, args.nodes)
     with Progress(args.json) as progress:
         result = lifecycle.up(inv, nodes, progress)
+        reports = None if args.no_verify else _verify(inv, nodes, progress)
     summary = f"{len(result.changed)} changed, {len(result.unchanged)} unchanged"
     if args.json:
-        print(json.dumps({"summary": summary, **asdict(result)}))
+        verified = json.loads(report.to_json(reports)) if reports is not None else None
+        print(json.dumps({"summary": summary, **asdict(result), "verify": verified}))
     else:
         print(f"up: {summary}" + (f" ({', '.join(result.changed)})" if result.changed else ""))
-    return 0
+        if reports is not None:
+            print(report.text(reports))
+    return 1 if reports is not None and any(r.failed for r in reports) else 0
+
+
+def _verify(
+    inv: Inventory, nodes: tuple[Node, ...], emit: Emit, select: str | None = None
+) -> list[NodeReport]:
+    """Verify the nodes; expired waivers are named (they no longer apply)."""
+    from datetime import date
+
+    from provision.verify import runner
+
+    today = date.today()
+    for n in nodes:
+        for w in runner.expired(n.waivers, today):
+            print(
+                f"warning: {n.name}: waiver for {w.check_id} expired {w.expires}",
+                file=sys.stderr,
+            )
+    return runner.verify(inv, nodes, emit, today, select)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -262,21 +304,13 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from datetime import date
-
     from provision.progress import Progress
-    from provision.verify import report, runner
+    from provision.verify import report
 
     inv = app.load(args.inventory)
     nodes = app.select(inv, [*args.node, *(args.nodes or [])] or None)
-    today = date.today()
-    for n in nodes:
-        for w in runner.expired(n.waivers, today):
-            print(
-                f"warning: {n.name}: waiver for {w.check_id} expired {w.expires}", file=sys.stderr
-            )
     with Progress(False, stream=sys.stderr) as progress:
-        reports = runner.verify(inv, nodes, progress, today, args.select)
+        reports = _verify(inv, nodes, progress, args.select)
     if args.junit:
         args.junit.write_text(report.to_junit(reports))
     print(report.to_json(reports) if args.json else report.text(reports))

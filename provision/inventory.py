@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from provision import hardening
 from provision import settings as S
 from provision.errors import ConfigError, Problem
 from provision.model import (
@@ -290,6 +291,9 @@ def _node(
         bad("admin", "no way to log in: set admin.ssh_keys or admin.managed_key: true")
     if not admin["managed_key"] and admin["identity_file"] is None:
         bad("admin", "set admin.identity_file (the private key to log in with) or managed_key")
+    for key, user in (("admin", admin["name"]), ("workload_user", v["workload_user"])):
+        if user == hardening.VERIFIER_USER:
+            bad(key, f"{user!r} is reserved for the verification account")
     if admin["name"] == v["workload_user"]:
         bad(
             "workload_user",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 from provision import inventory, settings
 from provision.errors import ConfigError
-from provision.model import DockerMode, NetworkMode, Role
+from provision.model import DockerMode, NetworkMode, Role, Waiver
 from tests.helpers import LOCAL, OSLO, load_text
 
 VALID = """\
@@ -78,6 +79,49 @@ def test_defaults_then_groups_then_node_merge(tmp_path: Path) -> None:
     assert dict(n2.sysctl) == {"vm.swappiness": "10", "kernel.panic": "10"}
     assert dict(n2.labels) == {"owner": "team", "env": "dev"}
     assert dict(n1.sysctl) == {"vm.swappiness": "10"}
+
+
+WAIVED = VALID.replace(
+    "  labels:\n    owner: team\n",
+    "  labels:\n    owner: team\n  waivers:\n"
+    '    HN-FW-02: "until 2027-03-01: the metrics port opens with the next image"\n',
+    1,
+).replace(
+    "    ssh_port: 10022\n",
+    '    ssh_port: 10022\n    waivers:\n      HN-SSH-11: "a bastion account is being added"\n',
+)
+
+
+def test_waivers_merge_with_reason_and_expiry(tmp_path: Path) -> None:
+    inv = load_text(tmp_path, WAIVED)
+    assert inv.node("n1").waivers == (
+        Waiver("HN-FW-02", "the metrics port opens with the next image", date(2027, 3, 1)),
+        Waiver("HN-SSH-11", "a bastion account is being added", None),
+    )
+    assert [w.check_id for w in inv.node("n2").waivers] == ["HN-FW-02"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("HN-SSH-11", "HN-SSH-99"), "nodes.n1.waivers.HN-SSH-99: not a check id of the hardening"),
+        (("HN-SSH-11", "SSH-11"), "nodes.n1.waivers.SSH-11: 'SSH-11' is not a valid key"),
+        (("2027-03-01", "2027-13-01"), "waivers.HN-FW-02: '2027-13-01' is not a date"),
+        (("a bastion account is being added", "ok"), "give the reason for the waiver"),
+    ],
+)
+def test_bad_waivers_are_located_errors(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    errors = _errors(tmp_path, WAIVED.replace(*change))
+    assert any(expected in e and re.match(r".*inv\.yaml:\d+:\d+: ", e) for e in errors), errors
+
+
+def test_the_verifier_account_name_is_reserved(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path, VALID.replace("  labels:\n", "  workload_user: verifier\n  labels:\n", 1)
+    )
+    assert any("workload_user: 'verifier' is reserved" in e for e in errors), errors
 
 
 def test_loaded_inventory_is_frozen(tmp_path: Path) -> None:

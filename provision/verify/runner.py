@@ -220,9 +220,8 @@ def verify(
         try:
             with phase(emit, name, "connect", detail=f"{hardening.VERIFIER_USER}@pinned key"):
                 session = ssh.connect(verifier_target(inv, r))
-        except SSHError as exc:
-            hint = f" ({exc.hint})" if exc.hint else ""
-            reports.append(NodeReport(name, profile.roles, (), error=f"{exc}{hint}"))
+        except SSHError as exc:  # str() carries the hint
+            reports.append(NodeReport(name, profile.roles, (), error=str(exc)))
             continue
         with session, phase(emit, name, "verify"):
             outcomes, _ = run_suite(session, profile, r.node.waivers, today, select)
