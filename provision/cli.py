@@ -223,7 +223,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         reports = None if args.no_verify else _verify(inv, nodes, progress)
     summary = f"{len(result.changed)} changed, {len(result.unchanged)} unchanged"
     if args.json:
-        verified = json.loads(report.to_json(reports)) if reports is not None else None
+        verified = report.as_dict(reports) if reports is not None else None
         print(json.dumps({"summary": summary, **asdict(result), "verify": verified}))
     else:
         print(f"up: {summary}" + (f" ({', '.join(result.changed)})" if result.changed else ""))

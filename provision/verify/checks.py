@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import pytest
 
-from provision.model import DockerMode, Node, Role
+from provision import hardening
+from provision.model import Node, Role
 
 
 class Status(StrEnum):
@@ -121,9 +122,9 @@ class Inconclusive(Exception):
 def node_roles(node: Node) -> frozenset[str]:
     """The catalogue role names that describe this node."""
     roles = {"all"}
-    if node.docker is not DockerMode.NONE:
-        roles.add("rootless")  # the workload user runs rootless Docker in both modes
-    if node.docker is DockerMode.ROOTFUL:
+    if hardening.has_rootless(node):
+        roles.add("rootless")
+    if hardening.is_rootful(node):
         roles.add("rootful")
     if Role.K8S_CONTROL_PLANE in node.roles:
         roles |= {"k8s", "cp"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
+from typing import Any
 
 from provision.verify.checks import Status
 from provision.verify.runner import NodeReport, Result
@@ -55,7 +56,11 @@ def text(reports: list[NodeReport]) -> str:
 
 
 def to_json(reports: list[NodeReport]) -> str:
-    doc = {
+    return json.dumps(as_dict(reports), indent=2)
+
+
+def as_dict(reports: list[NodeReport]) -> dict[str, Any]:
+    return {
         "nodes": [
             {
                 "node": rep.node,
@@ -81,7 +86,6 @@ def to_json(reports: list[NodeReport]) -> str:
         ],
         "failed": any(rep.failed for rep in reports),
     }
-    return json.dumps(doc, indent=2)
 
 
 def to_junit(reports: list[NodeReport]) -> str:
