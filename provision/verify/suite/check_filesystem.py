@@ -396,6 +396,8 @@ def test_k8s_kubelet_units(host: Host, facts: Facts) -> None:
 # --- HN-FS-09 unused filesystems and protocols -----------------------------------------------
 
 # DEVSEC os-10 / OSH os_unused_filesystems, plus the protocols. vfat only without EFI firmware.
+# Written out from the catalogue on purpose, not imported from hardening.BLACKLISTED_MODULES:
+# a module dropped from the renderer's list must fail here, not silently shrink the check.
 UNUSED_MODULES = (
     "cramfs",
     "freevxfs",
