@@ -58,6 +58,8 @@ def build(root: Value, path: Path) -> Inventory:
 
     for name, parsed in networks.items():
         _check_network(name, parsed, top["networks"], problems)
+    for name, parsed in hypervisors.items():
+        _check_hypervisor(name, parsed, top["hypervisors"], problems)
 
     nodes: list[Node] = []
     for name, parsed in raw_nodes.items():
@@ -69,6 +71,7 @@ def build(root: Value, path: Path) -> Inventory:
         if node is not None:
             nodes.append(node)
     _check_unique(nodes, raw_nodes, top, problems)
+    playbooks = _playbooks(path, top.get("playbooks"), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -96,6 +99,7 @@ def build(root: Value, path: Path) -> Inventory:
                 accel=Accel(v.values["accel"]),
                 require_nvme=v.values["require_nvme"],
                 known_hosts=_relative(path, v.values["known_hosts"]),
+                identity_file=_relative(path, v.values["identity_file"]),
             )
             for h, v in hypervisors.items()
         ),
@@ -111,7 +115,22 @@ def build(root: Value, path: Path) -> Inventory:
             for n, v in networks.items()
         ),
         nodes=tuple(nodes),
+        playbooks=playbooks,
     )
+
+
+def _playbooks(path: Path, value: Value | None, problems: list[Problem]) -> tuple[Path, ...]:
+    """Playbook files must exist; their contents are checked when a run loads them."""
+    if value is None:
+        return ()
+    out = []
+    for i, item in enumerate(value.data):
+        p = _relative(path, str(item.data))
+        assert p is not None
+        if not p.is_file():
+            problems.append(item.loc.problem(f"playbooks[{i}]", f"no such file: {p}"))
+        out.append(p)
+    return tuple(out)
 
 
 def _relative(inventory: Path, value: str | None) -> Path | None:
@@ -130,7 +149,7 @@ def _top(root: Value, problems: list[Problem]) -> dict[str, Value]:
     for key, value in root.data.items():
         if key not in known:
             problems.append(root.key_locs[key].problem(key, f"unknown key{S._closest(key, known)}"))
-        elif key in ("name", "state_dir"):
+        elif key in ("name", "state_dir", "playbooks"):
             if S.parse_value(known[key], value, key, problems) is not None:
                 top[key] = value
         elif not value.is_map:
@@ -225,6 +244,20 @@ def _merge(
     return merged, origin
 
 
+def _check_hypervisor(
+    name: str, parsed: S.Parsed, hypervisors: Value, problems: list[Problem]
+) -> None:
+    """An SSH transport must pin the hypervisor's host key: never trust on first use."""
+    scheme = str(parsed.values.get("uri") or "").partition("://")[0]
+    if "ssh" in scheme.split("+")[-1] and parsed.values.get("known_hosts") is None:
+        problems.append(
+            hypervisors.data[name].loc.problem(
+                f"hypervisors.{name}",
+                f"{scheme} needs known_hosts: a file pinning the hypervisor's SSH host key",
+            )
+        )
+
+
 def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[Problem]) -> None:
     v, path, loc = parsed.values, f"networks.{name}", networks.data[name].loc
     if v.get("mode") != NetworkMode.BRIDGE or parsed.invalid:
@@ -311,6 +344,7 @@ def _node(
         vcpus=v["vcpus"],
         memory_mib=v["memory_mib"],
         disk_gib=v["disk_gib"],
+        data_disk_gib=v["data_disk_gib"],
         cmdline_extra=tuple(v["cmdline_extra"]),
         roles=tuple(Role(r) for r in dict.fromkeys(v["roles"])),
         docker=DockerMode(v["docker"]),

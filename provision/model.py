@@ -52,6 +52,7 @@ class Hypervisor:
     accel: Accel
     require_nvme: bool
     known_hosts: Path | None  # pinned host keys of a remote hypervisor
+    identity_file: Path | None = None  # private key for the hypervisor's SSH login (remote URIs)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Node:
     vcpus: int
     memory_mib: int
     disk_gib: int
+    data_disk_gib: int  # 0: none; a data disk survives `up --replace` (only --purge deletes it)
     cmdline_extra: tuple[str, ...]
     roles: tuple[Role, ...]
     docker: DockerMode
@@ -113,6 +115,7 @@ class Inventory:
     hypervisors: tuple[Hypervisor, ...]
     networks: tuple[Network, ...]
     nodes: tuple[Node, ...]
+    playbooks: tuple[Path, ...] = ()  # post-boot steps, run in order after the nodes are up
 
     def hypervisor(self, name: str) -> Hypervisor:
         return next(h for h in self.hypervisors if h.name == name)

@@ -154,7 +154,14 @@ HYPERVISOR = (
     Setting(
         "known_hosts",
         Kind.STR,
-        "known_hosts file pinning the hypervisor's SSH host key (remote URIs).",
+        "known_hosts file pinning the hypervisor's SSH host key (remote URIs); required for "
+        "qemu+ssh and qemu+libssh, and checked strictly.",
+        None,
+    ),
+    Setting(
+        "identity_file",
+        Kind.STR,
+        "Private key for the SSH login to a remote hypervisor (default: ssh's own).",
         None,
     ),
 )
@@ -229,6 +236,14 @@ NODE = (
         maximum=65536,
     ),
     Setting(
+        "data_disk_gib",
+        Kind.INT,
+        "Size of a data disk (vdc) in GiB, 0 for none. It survives `up --replace`.",
+        0,
+        minimum=0,
+        maximum=65536,
+    ),
+    Setting(
         "cmdline_extra",
         Kind.LIST,
         "Extra kernel command-line parameters.",
@@ -298,6 +313,12 @@ TOP = (
     Setting("defaults", Kind.SECTION, "Node settings every node takes.", {}),
     Setting("groups", Kind.SECTION, "Named groups of node settings.", {}),
     Setting("nodes", Kind.SECTION, "Named nodes (see NODE settings)."),
+    Setting(
+        "playbooks",
+        Kind.LIST,
+        "Playbook files (relative to the inventory) run in order after the nodes are up.",
+        [],
+    ),
 )
 
 
