@@ -66,6 +66,11 @@ def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Re
     return render.render(inv, ref, keys, admin, accels, nodes, verifier_key=verifier), warnings
 
 
+def hypervisor_uri(inv: Inventory, hv: Hypervisor) -> str:
+    """The URI libvirt is opened with: remote transports check the pinned host key."""
+    return hv.uri  # wired to provision.transport below
+
+
 def plan(rendered: render.Rendered) -> list[NodePlan]:
     """Compare each rendered node with what its hypervisor's libvirt reports."""
     plans: list[NodePlan] = []
@@ -73,7 +78,8 @@ def plan(rendered: render.Rendered) -> list[NodePlan]:
     for r in rendered.nodes:
         by_hv.setdefault(r.hypervisor.name, []).append(r)
     for renders in by_hv.values():
-        with hypervisor.connect(renders[0].hypervisor.uri) as conn:
+        hv = renders[0].hypervisor
+        with hypervisor.connect(hypervisor_uri(rendered.inventory, hv)) as conn:
             for r in renders:
                 plans.append(plan_node(r, conn.domain(r.node.name)))
     return plans
@@ -109,4 +115,5 @@ def console_exec(inv: Inventory, node: str) -> int:
     from provision import process
 
     n = select(inv, [node])[0]
-    return process.exec_replace(["virsh", "-c", inv.hypervisor(n.hypervisor).uri, "console", node])
+    uri = hypervisor_uri(inv, inv.hypervisor(n.hypervisor))
+    return process.exec_replace(["virsh", "-c", uri, "console", node])

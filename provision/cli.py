@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provision import __version__, app, render, settings
-from provision.errors import ConfigError, ProvisionError
+from provision.errors import ConfigError, ProvisionError, UsageError
 from provision.model import Inventory, Node
 from provision.plan import Action
 
@@ -49,6 +50,17 @@ def _inventory_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", nargs="+", metavar="NODE", help="limit the command to these nodes")
 
 
+def _wait_lock_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds this inventory's hypervisors, wait up to SECONDS "
+        "(default: refuse at once, exit 3)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="provision",
@@ -78,6 +90,25 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip `provision verify` of the nodes once they are up (it runs by default)",
     )
+    u.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow recreating nodes whose seed, root disk size or golden rootfs changed "
+        "(new root disk and first boot; the data disk is kept)",
+    )
+    u.add_argument(
+        "--no-start",
+        action="store_true",
+        help="create volumes and define domains but leave new nodes shut off",
+    )
+    u.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="converge up to N nodes at once (default 4); pool operations stay one at a time",
+    )
+    _wait_lock_arg(u)
 
     d = sub.add_parser(
         Verb.DOWN,
@@ -87,7 +118,10 @@ def parser() -> argparse.ArgumentParser:
         "artifacts no remaining domain uses.",
     )
     _inventory_arg(d)
-    d.add_argument("--purge", action="store_true", help="also delete the nodes' volumes")
+    d.add_argument(
+        "--purge", action="store_true", help="also delete the nodes' volumes, data disks included"
+    )
+    _wait_lock_arg(d)
     d.add_argument("--json", action="store_true", help="JSON line events on stdout")
 
     st = sub.add_parser(Verb.STATUS, help="node, state, address, image, uptime")
@@ -133,8 +167,10 @@ def parser() -> argparse.ArgumentParser:
         Verb.PLAN,
         help="show what `up` would create, change or leave, per node",
         description="Connect to each hypervisor and compare the rendered nodes with its "
-        "domains: create (absent), nothing (identical), update (changed), refuse (a domain "
-        "that is not ours).",
+        "domains, field by field: create (absent), nothing (identical), update (in place: "
+        "labels), reboot (memory, vcpus, kernel, command line, devices), recreate (seed, root "
+        "disk size, golden rootfs: needs `up --replace`), refuse (a domain that is not ours). "
+        "`provision settings` lists the policy table.",
     )
     _inventory_arg(pl)
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -212,24 +248,45 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from provision import lifecycle
+    from provision import fleet, lifecycle
     from provision.progress import Progress
     from provision.verify import report
 
     inv = app.load(args.inventory)
     nodes = app.select(inv, args.nodes)
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    opts = lifecycle.Options(replace=args.replace, start=not args.no_start)
     with Progress(args.json) as progress:
-        result = lifecycle.up(inv, nodes, progress)
-        reports = None if args.no_verify else _verify(inv, nodes, progress)
+        result = fleet.up(
+            inv,
+            nodes,
+            progress,
+            opts=opts,
+            parallel=args.parallel,
+            wait_lock=args.wait_lock,
+            command=shlex.join(["provision", *sys.argv[1:]]),
+        )
+        failed = {name for name, _ in result.failed}
+        ready = tuple(n for n in nodes if n.name not in failed)
+        verify = ready and not args.no_verify and not args.no_start
+        reports = _verify(inv, ready, progress) if verify else None
     summary = f"{len(result.changed)} changed, {len(result.unchanged)} unchanged"
+    if result.failed:
+        summary += f", {len(result.failed)} failed"
     if args.json:
         verified = report.as_dict(reports) if reports is not None else None
         print(json.dumps({"summary": summary, **asdict(result), "verify": verified}))
     else:
         print(f"up: {summary}" + (f" ({', '.join(result.changed)})" if result.changed else ""))
+        for name, error in result.failed:
+            print(f"error: {name}: {error}", file=sys.stderr)
         if reports is not None:
             print(report.text(reports))
-    return 1 if reports is not None and any(r.failed for r in reports) else 0
+    bad_verify = reports is not None and any(r.failed for r in reports)
+    return 1 if result.failed or bad_verify else 0
 
 
 def _verify(
@@ -251,12 +308,20 @@ def _verify(
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from provision import lifecycle
+    from provision import fleet, lifecycle, lock
     from provision.progress import Progress
 
     inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    hvs = sorted({n.hypervisor for n in nodes})
+    command = shlex.join(["provision", *sys.argv[1:]])
     with Progress(args.json) as progress:
-        result = lifecycle.down(inv, app.select(inv, args.nodes), args.purge, progress)
+
+        def waiting(message: str) -> None:
+            progress(lifecycle.Event("*", "lock", "info", detail=message))
+
+        with lock.hold(fleet.run_locks(inv, hvs), command, args.wait_lock, waiting):
+            result = lifecycle.down(inv, nodes, args.purge, progress)
     if args.json:
         print(json.dumps(asdict(result)))
     else:
@@ -318,7 +383,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:
+    from provision import policy
+
     print(settings.reference())
+    print("\nUPDATE POLICY (what `up` does when a field changes; `provision plan` shows it)")
+    for f in policy.POLICY:
+        print(f"  {f.name:<12} {f.action.value:<9} {f.what}")
     return 0
 
 

@@ -33,6 +33,7 @@ class NodeMeta:
     initrd_sha256: str
     host_key_fingerprint: str
     labels: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, str], ...] = ()  # policy field -> fingerprint (provision.policy)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -55,6 +56,16 @@ def disk_volume(node: Node) -> str:
     return f"{node.name}.qcow2"
 
 
+def data_volume(node: Node) -> str:
+    """The data disk: never deleted by `up`, not even with --replace; only `down --purge`."""
+    return f"{node.name}-data.qcow2"
+
+
+def volumes(node: Node) -> tuple[str, ...]:
+    """Every volume a node may own."""
+    return (disk_volume(node), seed_volume(node), data_volume(node))
+
+
 def metadata_element(meta: NodeMeta) -> ET.Element:
     root = ET.Element(f"{{{NS}}}node")
     for tag, value in (
@@ -71,6 +82,9 @@ def metadata_element(meta: NodeMeta) -> ET.Element:
     labels = _sub(root, f"{{{NS}}}labels")
     for key, value in meta.labels:
         _sub(labels, f"{{{NS}}}label", value, key=key)
+    fields = _sub(root, f"{{{NS}}}fields")
+    for name, value in meta.fields:
+        _sub(fields, f"{{{NS}}}field", value, name=name)
     return root
 
 
@@ -109,11 +123,19 @@ def parse_metadata(text: str) -> NodeMeta:
         initrd_sha256=attr("initrd", "sha256"),
         host_key_fingerprint=attr("host-key", "fingerprint"),
         labels=labels,
+        fields=tuple(
+            (f.get("name", ""), f.text or "") for f in el.iterfind(f"{ns}fields/{ns}field")
+        ),
     )
 
 
 def node_meta(
-    inventory: str, node: Node, golden: GoldenRef, spec_hash: str, host_key_fp: str
+    inventory: str,
+    node: Node,
+    golden: GoldenRef,
+    spec_hash: str,
+    host_key_fp: str,
+    fields: tuple[tuple[str, str], ...] = (),
 ) -> NodeMeta:
     return NodeMeta(
         inventory=inventory,
@@ -125,6 +147,7 @@ def node_meta(
         initrd_sha256=golden.initrd_sha256 or UNRESOLVED,
         host_key_fingerprint=host_key_fp,
         labels=node.labels,
+        fields=fields,
     )
 
 
@@ -135,7 +158,7 @@ def domain_xml(
     golden: GoldenRef,
     accel: Accel,
     cmdline: str,
-    meta: NodeMeta,
+    meta: NodeMeta | None,
     *,
     with_seed: bool = True,
 ) -> str:
@@ -146,8 +169,9 @@ def domain_xml(
     dom = ET.Element("domain", type=accel.value)
     _sub(dom, "name", node.name)
     _sub(dom, "title", f"provision node {node.name}")
-    metadata = _sub(dom, "metadata")
-    metadata.append(metadata_element(meta))
+    if meta is not None:  # None: for the digest of everything but the metadata
+        metadata = _sub(dom, "metadata")
+        metadata.append(metadata_element(meta))
     _sub(dom, "memory", str(node.memory_mib), unit="MiB")
     _sub(dom, "currentMemory", str(node.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(node.vcpus), placement="static")
@@ -192,6 +216,12 @@ def domain_xml(
         _sub(seed, "source", pool=hypervisor.pool_name, volume=seed_volume(node))
         _sub(seed, "target", dev="vdb", bus="virtio")
         _sub(seed, "readonly")
+    if node.data_disk_gib:
+        data = _sub(devices, "disk", type="volume", device="disk")
+        _sub(data, "driver", name="qemu", type="qcow2", cache="none", io="native", discard="unmap")
+        _sub(data, "source", pool=hypervisor.pool_name, volume=data_volume(node))
+        _sub(data, "target", dev="vdc", bus="virtio")
+        _sub(data, "serial", "provision-data")  # a stable /dev/disk/by-id name in the guest
     if network.mode is NetworkMode.BRIDGE:
         iface = _sub(devices, "interface", type="network")
         _sub(iface, "source", network=network.name)
@@ -246,6 +276,17 @@ def overlay_volume_xml(node: Node, hypervisor: Hypervisor, golden: GoldenRef) ->
     backing = _sub(vol, "backingStore")
     _sub(backing, "path", f"{hypervisor.pool_path.rstrip('/')}/{golden.base_volume}")
     _sub(backing, "format", type="qcow2")
+    return _text(vol)
+
+
+def data_volume_xml(node: Node) -> str:
+    vol = ET.Element("volume", type="file")
+    _sub(vol, "name", data_volume(node))
+    _sub(vol, "capacity", str(node.data_disk_gib), unit="GiB")
+    target = _sub(vol, "target")
+    _sub(target, "format", type="qcow2")
+    perms = _sub(target, "permissions")
+    _sub(perms, "mode", "0600")
     return _text(vol)
 
 

@@ -64,3 +64,9 @@ class ImageError(ProvisionError):
 
 class SSHError(ProvisionError):
     """A node could not be reached, or presented the wrong host key."""
+
+
+class Interrupted(ProvisionError):
+    """The run was interrupted (SIGINT); whatever it did converges on the next run."""
+
+    exit_code = 130

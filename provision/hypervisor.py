@@ -5,7 +5,9 @@ Everything returned is plain data (facts); deciding what to do with them is pure
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,11 +162,11 @@ class Connection:
             stream.sendAll(chunk, None)
             stream.finish()
         except libvirt.libvirtError as exc:
-            stream.abort()
+            _abort(stream)
             self._delete(vol)  # a half-written artifact of ours is never worth keeping
             raise HypervisorError(f"{self.uri}: upload of {name} failed: {exc}") from exc
-        except BaseException:
-            stream.abort()
+        except BaseException:  # interrupted: progress() raises when the run is cancelled
+            _abort(stream)
             self._delete(vol)
             raise
         finally:
@@ -209,6 +211,22 @@ class Connection:
         dom = self._dom(name)
         if dom.isActive():
             self._call(f"stop {name}", dom.destroy)
+
+    def shutdown(self, name: str, timeout_s: float, poll_s: float = 1.0) -> bool:
+        """ACPI power-off, then wait; False if the guest ignored it and was powered off."""
+        dom = self._dom(name)
+        if not dom.isActive():
+            return True
+        self._call(
+            f"shut down {name}", dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not dom.isActive():
+                return True
+            time.sleep(poll_s)
+        self.stop(name)
+        return False
 
     def undefine(self, name: str) -> None:
         self._call(f"undefine {name}", self._dom(name).undefine)
@@ -269,6 +287,12 @@ class Connection:
             return str(self._conn.getCapabilities())
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"{self.uri}: cannot read capabilities: {exc}") from exc
+
+
+def _abort(stream: libvirt.virStream) -> None:
+    # Already aborted when sendAll's callback raised (an interrupted run).
+    with contextlib.suppress(libvirt.libvirtError):
+        stream.abort()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from provision import (
     hypervisor,
     image,
     localhost,
+    lock,
     paths,
     render,
     seediso,
@@ -29,7 +30,7 @@ from provision import (
 from provision.errors import HypervisorError, ImageError, ProvisionError
 from provision.facts import choose_accel, cpu_flags
 from provision.model import Accel, Inventory, Node
-from provision.plan import Action, plan_node
+from provision.plan import Action, NodePlan
 
 SSH_DEADLINE_S = 600.0  # TCG boots take ~35 s here; a loaded CI machine can take several times that
 CLOUD_INIT_TIMEOUT_S = 900.0
@@ -61,9 +62,9 @@ def phase(emit: Emit, node: str, name: str, detail: str = "") -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class UpResult:
-    changed: tuple[str, ...]  # nodes that were created, started or repaired
-    unchanged: tuple[str, ...]
+class Options:
+    replace: bool = False  # allow RECREATE: a new root disk and first boot (data disk kept)
+    start: bool = True  # False: create and define, leave shut off (the next `up` boots)
 
 
 def ensure_image(inv: Inventory, emit: Emit) -> image.Manifest:
@@ -112,32 +113,32 @@ def write_known_hosts(inv: Inventory, rendered: render.Rendered) -> None:
     path.write_text("\n".join([*kept, *ours]) + "\n")
 
 
-def up(inv: Inventory, nodes: tuple[Node, ...], emit: Emit) -> UpResult:
-    manifest = ensure_image(inv, emit)
-    rendered, warnings = app.render_inventory(inv, nodes)
-    for w in warnings:
-        emit(Event("*", "render", "warn", detail=w))
-    write_known_hosts(inv, rendered)
-    changed: list[str] = []
-    unchanged: list[str] = []
-    by_hv: dict[str, list[render.NodeRender]] = {}
-    for r in rendered.nodes:
-        by_hv.setdefault(r.hypervisor.name, []).append(r)
-    for renders in by_hv.values():
-        hv = renders[0].hypervisor
-        with hypervisor.connect(hv.uri) as conn:
-            with phase(emit, "*", "preflight", hv.name):
-                preflight(conn, renders, emit)
-            with phase(emit, "*", "pool", hv.pool_name):
-                conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
-                preflight_disk(conn, renders, manifest, rendered.golden)
-            upload_golden(conn, inv, manifest, rendered.golden, hv.pool_name, emit)
-            for r in renders:
-                if converge_node(conn, inv, r, emit):
-                    changed.append(r.node.name)
-                else:
-                    unchanged.append(r.node.name)
-    return UpResult(tuple(changed), tuple(unchanged))
+@contextmanager
+def pool_op(
+    inv: Inventory, conn: hypervisor.Connection, pool: str, emit: Emit, node: str, what: str
+) -> Iterator[None]:
+    """One operation on a storage pool at a time, across threads and runs on this machine:
+    concurrent refreshes and volume creation in one pool race inside libvirt."""
+    with lock.exclusive(paths.pool_lock(inv, conn.uri, pool)), phase(emit, node, "pool", what):
+        yield
+
+
+def prepare_hypervisor(
+    conn: hypervisor.Connection,
+    inv: Inventory,
+    renders: list[render.NodeRender],
+    manifest: image.Manifest,
+    ref: golden.GoldenRef,
+    emit: Emit,
+) -> None:
+    """Once per hypervisor and run: checks, the pool, and the golden artifacts in it."""
+    hv = renders[0].hypervisor
+    with phase(emit, "*", "preflight", hv.name):
+        preflight(conn, renders, emit)
+    with pool_op(inv, conn, hv.pool_name, emit, "*", f"ensure {hv.pool_name} on {hv.name}"):
+        conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
+        preflight_disk(conn, renders, manifest, ref)
+        upload_golden(conn, inv, manifest, ref, hv.pool_name, emit)
 
 
 def preflight(
@@ -245,36 +246,87 @@ def upload_golden(
             conn.delete_volume(pool, volume)
         with phase(emit, "*", "upload", volume):
             conn.upload(
-                pool, volume, directory / artifact, domain.raw_volume_xml(volume, 0, "0644")
+                pool,
+                volume,
+                directory / artifact,
+                domain.raw_volume_xml(volume, 0, "0644"),
+                progress=_upload_progress(emit, volume),
             )
 
 
+def _upload_progress(emit: Emit, volume: str) -> Callable[[int, int], None]:
+    """An info event per 10% sent; emitting is also where a cancelled run stops the stream."""
+    shown = [-1]
+
+    def report(sent: int, size: int) -> None:
+        tenth = sent * 10 // max(size, 1)
+        if tenth != shown[0]:
+            shown[0] = tenth
+            emit(Event("*", "upload", "info", detail=f"{volume} {sent >> 20}/{size >> 20} MiB"))
+
+    return report
+
+
+SHUTDOWN_TIMEOUT_S = 180.0  # an ACPI power-off under TCG takes 10-30 s here
+
+
 def converge_node(
-    conn: hypervisor.Connection, inv: Inventory, r: render.NodeRender, emit: Emit
+    conn: hypervisor.Connection,
+    inv: Inventory,
+    r: render.NodeRender,
+    p: NodePlan,
+    emit: Emit,
+    opts: Options,
 ) -> bool:
-    """Bring one node to its desired state; True if anything changed."""
+    """Apply the node's plan; True if anything changed."""
     name, pool = r.node.name, r.hypervisor.pool_name
-    fact = conn.domain(name)
-    p = plan_node(r, fact)
     if p.action is Action.REFUSE:
         raise HypervisorError(f"{name}: {p.reason}", hint="rename the node or remove that domain")
-    if p.action is Action.UPDATE:
-        raise ProvisionError(
-            f"{name} differs from the inventory ({'; '.join(p.changes)})",
-            hint=f"update policies arrive with the fleet lifecycle; for now "
-            f"`provision down --nodes {name}` then `up` redefines it and keeps its disk",
-        )
-    vols = conn.volumes(pool)
+    fact = conn.domain(name)
+    changed = False
+    if p.action is Action.RECREATE:
+        if not opts.replace:
+            raise ProvisionError(f"{name}: {p.reason}", hint="re-run with --replace")
+        with phase(emit, name, "replace", ", ".join(c.field for c in p.changes)):
+            conn.stop(name)
+            conn.undefine(name)
+        with pool_op(inv, conn, pool, emit, name, "delete root disk and seed"):
+            conn.delete_volume(pool, domain.disk_volume(r.node))
+            conn.delete_volume(pool, domain.seed_volume(r.node))
+        fact, changed = None, True
+
+    with pool_op(inv, conn, pool, emit, name, "list volumes"):
+        vols = conn.volumes(pool)
     disk, seed_vol = domain.disk_volume(r.node), domain.seed_volume(r.node)
     # The seed is deleted only after a successful first boot: while it exists, first boot is
-    # unfinished (an earlier run was interrupted) and this run finishes it.
+    # unfinished (an earlier run was interrupted, or --no-start) and this run finishes it.
     first_boot_done = disk in vols and seed_vol not in vols
+    if r.node.data_disk_gib and domain.data_volume(r.node) not in vols:
+        with pool_op(inv, conn, pool, emit, name, "create data disk"):
+            conn.create_volume(pool, domain.data_volume_xml(r.node))
+        changed = True
+    definition = r.booted_xml if first_boot_done else r.domain_xml
 
-    if p.action is Action.NOTHING:
-        active = fact is not None and fact.active
-        if first_boot_done and active:
-            emit(Event(name, "converge", "info", detail="unchanged"))
-            return False
+    if fact is not None:
+        active = fact.active
+        if p.action in (Action.UPDATE, Action.REBOOT):
+            with phase(emit, name, "redefine", p.action.value):
+                conn.define(definition)
+                if active:
+                    conn.set_metadata(name, domain.metadata_xml(r.meta))
+            changed = True
+        if p.action is Action.REBOOT and active and opts.start:
+            with phase(emit, name, "shutdown"):
+                if not conn.shutdown(name, SHUTDOWN_TIMEOUT_S):
+                    emit(Event(name, "shutdown", "warn", detail="no ACPI power-off: forced"))
+            active = False
+        if active and first_boot_done:
+            if not changed:
+                emit(Event(name, "converge", "info", detail="unchanged"))
+            return changed
+        if not opts.start:
+            emit(Event(name, "converge", "info", detail="left shut off (--no-start)"))
+            return changed
         if not active:
             with phase(emit, name, "start"):
                 conn.start(name)
@@ -286,24 +338,28 @@ def converge_node(
         return True
 
     if first_boot_done:
-        # `down` kept this node's disk: boot it again without a seed.
+        # `down` kept this node's disk: define it again without a seed.
         with phase(emit, name, "define"):
             conn.define(r.booted_xml)
-        with phase(emit, name, "start"):
-            conn.start(name)
-        wait_ssh(inv, r, emit).close()
+        if opts.start:
+            with phase(emit, name, "start"):
+                conn.start(name)
+            wait_ssh(inv, r, emit).close()
         return True
     if disk in vols:
         # Keep the disk (volumes go only with --purge) and boot it with a fresh seed.
         emit(Event(name, "converge", "info", detail="resuming an unfinished first boot"))
     else:
-        with phase(emit, name, "overlay"):
+        with pool_op(inv, conn, pool, emit, name, "create root overlay"):
             conn.create_volume(pool, r.overlay_xml)
-    with phase(emit, name, "seed"):
+    with pool_op(inv, conn, pool, emit, name, "upload seed"):
         conn.delete_volume(pool, seed_vol)  # possibly a partial upload; ours, and re-made here
         upload_seed(conn, r)
     with phase(emit, name, "define"):
         conn.define(r.domain_xml)
+    if not opts.start:
+        emit(Event(name, "converge", "info", detail="defined, left shut off (--no-start)"))
+        return True
     with phase(emit, name, "start"):
         conn.start(name)
     finish_first_boot(conn, inv, r, emit)
@@ -323,6 +379,7 @@ def finish_first_boot(
             # A later boot must not regenerate keys or re-run first-boot work.
             session.run(["sudo", "touch", "/etc/cloud/cloud-init.disabled"])
             conn.detach_disk(name, SEED_TARGET)
+        with pool_op(inv, conn, r.hypervisor.pool_name, emit, name, "delete seed"):
             conn.delete_volume(r.hypervisor.pool_name, domain.seed_volume(r.node))  # host key
     finally:
         session.close()
@@ -382,7 +439,7 @@ def down(inv: Inventory, nodes: tuple[Node, ...], purge: bool, emit: Emit) -> Do
         by_hv.setdefault(n.hypervisor, []).append(n)
     for hv_name, hv_nodes in by_hv.items():
         hv = inv.hypervisor(hv_name)
-        with hypervisor.connect(hv.uri) as conn:
+        with hypervisor.connect(app.hypervisor_uri(inv, hv)) as conn:
             for n in hv_nodes:
                 fact = conn.domain(n.name)
                 if fact is not None:
@@ -397,11 +454,13 @@ def down(inv: Inventory, nodes: tuple[Node, ...], purge: bool, emit: Emit) -> Do
                 else:
                     absent.append(n.name)
                 if purge:
-                    for vol in (domain.disk_volume(n), domain.seed_volume(n)):
-                        if conn.delete_volume(hv.pool_name, vol):
-                            purged.append(vol)
+                    with pool_op(inv, conn, hv.pool_name, emit, n.name, "purge volumes"):
+                        purged.extend(
+                            v for v in domain.volumes(n) if conn.delete_volume(hv.pool_name, v)
+                        )
             if purge:
-                purged.extend(_purge_unused_golden(conn, hv.pool_name, emit))
+                with pool_op(inv, conn, hv.pool_name, emit, "*", "purge unused golden"):
+                    purged.extend(_purge_unused_golden(conn, hv.pool_name, emit))
     return DownResult(tuple(stopped), tuple(purged), tuple(absent))
 
 
@@ -433,7 +492,7 @@ def status(inv: Inventory, nodes: tuple[Node, ...]) -> list[NodeStatus]:
     for r in rendered.nodes:
         host, port = r.ssh_address
         address = f"{host}:{port}"
-        with hypervisor.connect(r.hypervisor.uri) as conn:
+        with hypervisor.connect(app.hypervisor_uri(inv, r.hypervisor)) as conn:
             fact = conn.domain(r.node.name)
         if fact is None:
             out.append(NodeStatus(r.node.name, r.hypervisor.name, "absent", address, "", None))

@@ -6,6 +6,7 @@ libvirt is the source of truth for nodes; this directory only holds what libvirt
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from provision.model import Inventory
@@ -31,3 +32,15 @@ def verifier_key(inv: Inventory) -> Path:
 
 def known_hosts(inv: Inventory) -> Path:
     return inventory_dir(inv) / "known_hosts"
+
+
+def run_lock(inv: Inventory, hypervisor: str) -> Path:
+    """One run at a time per inventory and hypervisor."""
+    return inventory_dir(inv) / "locks" / f"{hypervisor}.lock"
+
+
+def pool_lock(inv: Inventory, uri: str, pool: str) -> Path:
+    """Pool operations are serialised per hypervisor URI and pool, across inventories that share
+    the state directory."""
+    key = hashlib.sha256(f"{uri}\0{pool}".encode()).hexdigest()[:16]
+    return inv.state_dir / "locks" / f"pool-{pool}-{key}.lock"

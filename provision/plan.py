@@ -1,21 +1,19 @@
-"""What `up` would do per node, from the rendered desired state and libvirt's facts: pure."""
+"""What `up` would do per node, from the rendered desired state and libvirt's facts: pure.
+
+The action per node is the most disruptive one its changed fields need, by the update policy
+(provision.policy): labels update in place, sizes and kernel need a reboot, the seed and the root
+disk need a recreate (`up --replace`), which keeps the data disk.
+"""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from enum import StrEnum
 
-from provision.domain import NodeMeta
 from provision.hypervisor import DomainFact
+from provision.policy import Action, Change, compare, worst
 from provision.render import NodeRender
 
-
-class Action(StrEnum):
-    CREATE = "create"
-    NOTHING = "nothing"
-    UPDATE = "update"
-    REFUSE = "refuse"
+__all__ = ["Action", "NodePlan", "plan_node"]
 
 
 @dataclass(frozen=True)
@@ -24,30 +22,12 @@ class NodePlan:
     hypervisor: str
     action: Action
     reason: str
-    changes: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
+    running: bool | None = None  # None: no domain
 
-
-_META_FIELDS = (
-    ("image_id", "golden image"),
-    ("rootfs_sha256", "base image digest"),
-    ("kernel_sha256", "kernel digest"),
-    ("initrd_sha256", "initrd digest"),
-    ("host_key_fingerprint", "host key"),
-    ("labels", "labels"),
-)
-
-
-def _live_sizes(xml: str) -> dict[str, str]:
-    root = ET.fromstring(xml)
-    out = {}
-    for tag in ("memory", "vcpu"):
-        el = root.find(tag)
-        if el is not None and el.text:
-            out[tag] = el.text
-    mem = root.find("memory")
-    if mem is not None and mem.text and mem.get("unit", "KiB") == "KiB":
-        out["memory"] = str(int(mem.text) // 1024)  # libvirt reports KiB; we render MiB
-    return out
+    @property
+    def needs_replace(self) -> bool:
+        return self.action is Action.RECREATE
 
 
 def plan_node(desired: NodeRender, fact: DomainFact | None) -> NodePlan:
@@ -60,6 +40,7 @@ def plan_node(desired: NodeRender, fact: DomainFact | None) -> NodePlan:
             hv,
             Action.REFUSE,
             "a domain of this name exists without provision metadata: not ours, never touched",
+            running=fact.active,
         )
     if fact.meta.inventory != desired.meta.inventory:
         return NodePlan(
@@ -67,21 +48,28 @@ def plan_node(desired: NodeRender, fact: DomainFact | None) -> NodePlan:
             hv,
             Action.REFUSE,
             f"the domain belongs to inventory {fact.meta.inventory!r}",
+            running=fact.active,
         )
     if fact.meta.spec_hash == desired.meta.spec_hash:
-        return NodePlan(node, hv, Action.NOTHING, "up to date")
-    return NodePlan(node, hv, Action.UPDATE, "spec changed", _changes(desired, fact.meta, fact.xml))
+        reason = "up to date" if fact.active else "up to date, shut off: up starts it"
+        return NodePlan(node, hv, Action.NOTHING, reason, running=fact.active)
+    changes = _shown(compare(fact.meta.fields, desired.meta.fields))
+    action = worst(changes)
+    if not changes:
+        reason = "only provision's own metadata changed"
+    elif action is Action.RECREATE:
+        reason = "needs a new root disk and first boot: `up --replace` (the data disk is kept)"
+    elif action is Action.REBOOT:
+        reason = "redefine, then restart" if fact.active else "redefine (shut off)"
+    else:
+        reason = "redefine in place, no restart"
+    return NodePlan(node, hv, action, reason, changes, running=fact.active)
 
 
-def _changes(desired: NodeRender, live: NodeMeta, live_xml: str) -> tuple[str, ...]:
-    changes = [
-        f"{label}: {getattr(live, field)} -> {getattr(desired.meta, field)}"
-        for field, label in _META_FIELDS
-        if getattr(live, field) != getattr(desired.meta, field)
-    ]
-    sizes = _live_sizes(live_xml)
-    want = {"memory": str(desired.node.memory_mib), "vcpu": str(desired.node.vcpus)}
-    for key, value in want.items():
-        if key in sizes and sizes[key] != value:
-            changes.append(f"{key}: {sizes[key]} -> {value}")
-    return tuple(changes) or ("node settings or seed",)
+def _shown(changes: tuple[Change, ...]) -> tuple[Change, ...]:
+    """`domain` digests the whole definition, so it moves with memory, vcpus and the rest: name it
+    only when nothing more specific explains the change."""
+    specific = [c for c in changes if c.field != "domain"]
+    if any(c.action is Action.REBOOT for c in specific):
+        return tuple(specific)
+    return changes

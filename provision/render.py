@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision import domain, hardening, seed
-from provision.golden import GoldenRef
+from provision import domain, hardening, policy, seed
+from provision.golden import UNRESOLVED, GoldenRef
 from provision.hostkeys import KeyPair, write_private
 from provision.model import Accel, Hypervisor, Inventory, Network, NetworkMode, Node
 
@@ -92,6 +92,61 @@ def spec_hash(
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# Node settings that never reach the seed; every other one does (a new setting counts as seed
+# until it is listed here, so an unknown change errs towards recreate).
+NOT_IN_SEED = frozenset(
+    {
+        "hypervisor",
+        "ssh_port",
+        "vcpus",
+        "memory_mib",
+        "disk_gib",
+        "data_disk_gib",
+        "cmdline_extra",
+        "labels",
+        "waivers",
+    }
+)
+
+
+def policy_fields(
+    inventory: str,
+    node: Node,
+    network: Network,
+    golden: GoldenRef,
+    accel: Accel,
+    bare_domain_xml: str,
+    seed_inputs: dict[str, object],
+) -> tuple[tuple[str, str], ...]:
+    """The node's value for every field of the update policy (provision.policy.POLICY)."""
+    node_seed = {k: v for k, v in asdict(node).items() if k not in NOT_IN_SEED}
+    return policy.fingerprints(
+        {
+            "labels": json.dumps(node.labels),
+            "memory": str(node.memory_mib),
+            "vcpus": str(node.vcpus),
+            "accel": accel.value,
+            "kernel": f"{golden.kernel_sha256}/{golden.initrd_sha256}",
+            "cmdline": hardening.kernel_cmdline(node),
+            "ssh-forward": str(node.ssh_port) if network.mode is NetworkMode.USER else "-",
+            "data-disk": str(node.data_disk_gib),
+            "domain": bare_domain_xml,
+            "rootfs": golden.rootfs_sha256 or UNRESOLVED,
+            "disk": str(node.disk_gib),
+            "seed": json.dumps(
+                {
+                    "inventory": inventory,
+                    "node": node_seed,
+                    "network": asdict(network),
+                    **seed_inputs,
+                },
+                sort_keys=True,
+                default=str,
+            ),
+        }
+    )
+
+
 def render(
     inventory: Inventory,
     golden: GoldenRef,
@@ -117,8 +172,23 @@ def render(
         if node.admin.managed_key and managed_admin_key:
             admin_keys = (*admin_keys, managed_admin_key)
         digest = spec_hash(node, hv, net, golden, key.public, admin_keys, templates, verifier_key)
-        meta = domain.node_meta(inventory.name, node, golden, digest, key.fingerprint)
         accel = accels[hv.name]
+        cmdline = hardening.kernel_cmdline(node)
+        fields = policy_fields(
+            inventory.name,
+            node,
+            net,
+            golden,
+            accel,
+            domain.domain_xml(node, hv, net, golden, accel, cmdline, None, with_seed=False),
+            {
+                "host_key": key.public,
+                "admin_keys": list(admin_keys),
+                "verifier_key": verifier_key,
+                "templates": templates,
+            },
+        )
+        meta = domain.node_meta(inventory.name, node, golden, digest, key.fingerprint, fields)
         out.append(
             NodeRender(
                 node=node,
@@ -126,16 +196,14 @@ def render(
                 network=net,
                 accel=accel,
                 meta=meta,
-                domain_xml=domain.domain_xml(
-                    node, hv, net, golden, accel, hardening.kernel_cmdline(node), meta
-                ),
+                domain_xml=domain.domain_xml(node, hv, net, golden, accel, cmdline, meta),
                 booted_xml=domain.domain_xml(
                     node,
                     hv,
                     net,
                     golden,
                     accel,
-                    hardening.kernel_cmdline(node),
+                    cmdline,
                     meta,
                     with_seed=False,
                 ),

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from provision import app, inventory
+from provision import app, inventory, policy, render
 from provision.hypervisor import connect
-from provision.model import Hypervisor, Inventory
+from provision.model import Hypervisor, Inventory, Waiver
 from provision.plan import Action
 from tests.helpers import LOCAL, render_inv
 
@@ -47,13 +47,59 @@ def test_identical_domain_needs_nothing(conn: libvirt.virConnect) -> None:
     assert p.action is Action.NOTHING, p
 
 
-def test_changed_node_is_an_update_naming_the_change(conn: libvirt.virConnect) -> None:
+@pytest.mark.parametrize(
+    ("change", "action", "fields"),
+    [
+        ({"labels": (("owner", "someone-else"),)}, Action.UPDATE, {"labels"}),
+        ({"memory_mib": 2048}, Action.REBOOT, {"memory"}),
+        ({"vcpus": 2}, Action.REBOOT, {"vcpus"}),
+        ({"cmdline_extra": ("quiet",)}, Action.REBOOT, {"cmdline"}),
+        ({"data_disk_gib": 4}, Action.REBOOT, {"data-disk"}),
+        ({"ssh_port": 10999}, Action.REBOOT, {"ssh-forward"}),
+        ({"disk_gib": 20}, Action.RECREATE, {"disk"}),
+        ({"sysctl": (("vm.swappiness", "5"),)}, Action.RECREATE, {"seed"}),
+        ({"workload_user": "svc"}, Action.RECREATE, {"seed"}),
+        ({"memory_mib": 2048, "labels": (("a", "b"),)}, Action.REBOOT, {"memory", "labels"}),
+        ({"memory_mib": 2048, "disk_gib": 20}, Action.RECREATE, {"memory", "disk"}),
+    ],
+)
+def test_each_change_takes_what_the_policy_says(
+    conn: libvirt.virConnect, change: dict[str, object], action: Action, fields: set[str]
+) -> None:
     inv = _inventory("plan-changed")
     conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-    bigger = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], memory_mib=2048),))
-    [p] = app.plan(render_inv(bigger))
-    assert p.action is Action.UPDATE
-    assert "memory: 1536 -> 2048" in p.changes
+    changed = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], **change),))
+    [p] = app.plan(render_inv(changed))
+    assert p.action is action, p
+    assert {c.field for c in p.changes} == fields
+    if "memory" in fields:
+        assert "memory: 1536 -> 2048 (reboot)" in [str(c) for c in p.changes]
+
+
+def test_a_waiver_changes_nothing(conn: libvirt.virConnect) -> None:
+    inv = _inventory("plan-waiver")
+    conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    waived = dataclasses.replace(inv.nodes[0], waivers=(Waiver("HN-SYS-01", "testing", None),))
+    [p] = app.plan(render_inv(dataclasses.replace(inv, nodes=(waived,))))
+    assert p.action is Action.NOTHING
+
+
+def test_every_node_setting_has_a_policy() -> None:
+    """A node setting outside the seed must be one some policy field watches (else a change to it
+    would go unnoticed); everything else is the seed, which needs a recreate."""
+    watched = {
+        "hypervisor",
+        "ssh_port",
+        "vcpus",
+        "memory_mib",
+        "disk_gib",
+        "data_disk_gib",
+        "cmdline_extra",
+        "labels",
+        "waivers",
+    }
+    assert watched == render.NOT_IN_SEED
+    assert {f.name for f in policy.POLICY} >= {"seed", "memory", "vcpus", "disk", "data-disk"}
 
 
 def test_foreign_domain_is_refused_and_untouched(conn: libvirt.virConnect) -> None:
