@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from provision import golden, hostkeys, hypervisor, inventory, localhost, paths, render
+from provision import golden, hostkeys, hypervisor, inventory, localhost, paths, render, transport
 from provision.errors import UsageError
 from provision.facts import AccelChoice, choose_accel, cpu_flags
 from provision.model import Accel, Hypervisor, Inventory, Node
 from provision.plan import NodePlan, plan_node
+
+if TYPE_CHECKING:
+    from provision.playbook import StepPlan
 
 
 def select(inv: Inventory, names: Sequence[str] | None) -> tuple[Node, ...]:
@@ -68,7 +73,7 @@ def render_inventory(inv: Inventory, nodes: tuple[Node, ...]) -> tuple[render.Re
 
 def hypervisor_uri(inv: Inventory, hv: Hypervisor) -> str:
     """The URI libvirt is opened with: remote transports check the pinned host key."""
-    return hv.uri  # wired to provision.transport below
+    return transport.libvirt_uri(hv, paths.inventory_dir(inv))
 
 
 def plan(rendered: render.Rendered) -> list[NodePlan]:
@@ -83,6 +88,34 @@ def plan(rendered: render.Rendered) -> list[NodePlan]:
             for r in renders:
                 plans.append(plan_node(r, conn.domain(r.node.name)))
     return plans
+
+
+def plan_playbooks(
+    inv: Inventory, rendered: render.Rendered, plans: Sequence[NodePlan]
+) -> list[StepPlan]:
+    """Which playbook steps `up` would run: checks (read-only) on running, up-to-date nodes; the
+    others are pending until they are up."""
+    from provision import lifecycle, playbook, ssh
+    from provision.errors import ProvisionError
+    from provision.plan import Action
+
+    playbooks = playbook.load_all(inv.playbooks)
+    if not playbooks:
+        return []
+    ready = {p.node for p in plans if p.action is Action.NOTHING and p.running}
+    sessions: dict[str, ssh.Session] = {}
+    try:
+        for r in rendered.nodes:
+            if r.node.name in ready:
+                # Unreachable now: its steps show as pending.
+                with contextlib.suppress(ProvisionError):
+                    sessions[r.node.name] = ssh.connect(lifecycle.ssh_target(inv, r), timeout=5.0)
+        nodes = tuple(r.node for r in rendered.nodes)
+        run = lifecycle.playbook_runner(sessions)
+        return playbook.plan_steps(playbooks, nodes, run, set(sessions))
+    finally:
+        for s in sessions.values():
+            s.close()
 
 
 def load(path: Path) -> Inventory:

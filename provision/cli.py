@@ -230,8 +230,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     inv = app.load(args.inventory)
     rendered, warnings = app.render_inventory(inv, app.select(inv, args.nodes))
     plans = app.plan(rendered)
+    steps = app.plan_playbooks(inv, rendered, plans)
     if args.json:
-        print(json.dumps({"inventory": inv.name, "nodes": [asdict(p) for p in plans]}, indent=2))
+        doc = {
+            "inventory": inv.name,
+            "nodes": [asdict(p) for p in plans],
+            "playbooks": [asdict(s) for s in steps],
+        }
+        print(json.dumps(doc, indent=2))
     else:
         _warn(warnings)
         width = max(len(p.node) for p in plans)
@@ -244,6 +250,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             for a in dict.fromkeys(p.action for p in plans)
         }
         print("plan: " + ", ".join(f"{n} {a.value}" for a, n in counts.items()))
+        if steps:
+            print("playbook steps (ok: done; apply: would run; pending: after the node is up):")
+            for s in steps:
+                detail = f"  {s.detail}" if s.detail else ""
+                print(f"  {s.node:<{width}}  {s.playbook}/{s.step:<24} {s.status}{detail}")
     return 1 if any(p.action is Action.REFUSE for p in plans) else 0
 
 

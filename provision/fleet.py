@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import app, hypervisor, lifecycle, lock, paths, render
-from provision.errors import HypervisorError, Interrupted, ProvisionError
+from provision import app, hypervisor, lifecycle, lock, paths, playbook, render
+from provision.errors import HypervisorError, Interrupted, ProvisionError, UsageError
 from provision.image import Manifest
 from provision.lifecycle import Emit, Event, Options, phase
 from provision.model import Inventory, Node
@@ -101,6 +101,7 @@ def up(
     command: str = "provision up",
 ) -> UpResult:
     guard = Guard(emit)
+    playbooks = load_playbooks(inv)  # a broken playbook stops the run before it changes anything
     manifest = lifecycle.ensure_image(inv, guard)
     rendered, warnings = app.render_inventory(inv, nodes)
     for w in warnings:
@@ -118,7 +119,20 @@ def up(
         for p in plans.values():
             detail = p.action.value + "".join(f"; {c}" for c in p.changes)
             guard(Event(p.node, "plan", "info", detail=detail))
-        return _converge_all(inv, groups, plans, manifest, rendered, guard, opts, parallel)
+        result = _converge_all(inv, groups, plans, manifest, rendered, guard, opts, parallel)
+        if playbooks and opts.start and not result.failed:
+            # Steps order work across nodes (a step finishes everywhere before the next), so
+            # they run once every node is up.
+            lifecycle.run_playbooks(inv, rendered, playbooks, guard)
+        return result
+
+
+def load_playbooks(inv: Inventory) -> tuple[playbook.Playbook, ...]:
+    playbooks = playbook.load_all(inv.playbooks)
+    problems = playbook.check_against(playbooks, [n.name for n in inv.nodes])
+    if problems:
+        raise UsageError("\n".join(problems), hint="fix the playbooks")
+    return playbooks
 
 
 def _refuse_early(plans: dict[str, NodePlan], opts: Options) -> None:

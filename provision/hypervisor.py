@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import libvirt
 
-from provision import domain
+from provision import domain, transport
 from provision.errors import HypervisorError
 
 T = TypeVar("T")
@@ -300,7 +300,11 @@ def connect(uri: str) -> Iterator[Connection]:
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise HypervisorError(f"cannot connect to {uri}: {exc}", hint=_hint(uri, exc)) from exc
+        shown = transport.display_uri(uri)  # without the parameters we added
+        line = transport.describe_failure(uri, str(exc))
+        if line is not None:
+            raise HypervisorError(f"cannot connect to {shown}: {line}") from exc
+        raise HypervisorError(f"cannot connect to {shown}: {exc}", hint=_hint(uri, exc)) from exc
     try:
         yield Connection(uri, conn)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from provision import (
     localhost,
     lock,
     paths,
+    playbook,
     render,
     seediso,
     ssh,
@@ -391,6 +392,47 @@ def upload_seed(conn: hypervisor.Connection, r: render.NodeRender) -> None:
         path = seediso.write_seed(Path(tmp) / "seed.img", r.seed)
         volume = domain.seed_volume(r.node)
         conn.upload(r.hypervisor.pool_name, volume, path, domain.raw_volume_xml(volume, 0, "0600"))
+
+
+PLAYBOOK_COMMAND_TIMEOUT_S = 900.0
+
+
+def playbook_runner(sessions: dict[str, ssh.Session]) -> playbook.Run:
+    """Playbook commands over each node's pinned SSH session (as the admin, sudo where asked)."""
+
+    def run(node: str, argv: Sequence[str], stdin: str | None) -> playbook.CommandResult:
+        r = sessions[node].run(argv, check=False, timeout=PLAYBOOK_COMMAND_TIMEOUT_S, input=stdin)
+        return playbook.CommandResult(r.returncode, r.stdout, r.stderr)
+
+    return run
+
+
+def run_playbooks(
+    inv: Inventory, rendered: render.Rendered, playbooks: tuple[playbook.Playbook, ...], emit: Emit
+) -> list[playbook.StepResult]:
+    """Every playbook, step by step across the nodes, over one session per node."""
+
+    def on_step(node: str, step: str, status: str, detail: str) -> None:
+        kind = "warn" if status == "fail" else "info"
+        emit(
+            Event(
+                node,
+                "playbook",
+                kind,
+                detail=f"{step} {status}" + (f": {detail}" if detail else ""),
+            )
+        )
+
+    sessions: dict[str, ssh.Session] = {}
+    try:
+        for r in rendered.nodes:
+            sessions[r.node.name] = ssh.connect(ssh_target(inv, r))
+        with phase(emit, "*", "playbooks", ", ".join(p.name for p in playbooks)):
+            nodes = tuple(r.node for r in rendered.nodes)
+            return playbook.apply_playbooks(playbooks, nodes, playbook_runner(sessions), on_step)
+    finally:
+        for s in sessions.values():
+            s.close()
 
 
 def wait_ssh(inv: Inventory, r: render.NodeRender, emit: Emit) -> ssh.Session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import libvirt
 import pytest
 import yaml
 
-from provision import app, hostkeys, lifecycle, paths, ssh
+from provision import app, hostkeys, hypervisor, image, lifecycle, paths, ssh
 from provision.errors import SSHError
 from provision.model import Inventory
 
@@ -101,8 +102,11 @@ def _events(run: Run) -> list[dict[str, object]]:
 def test_up_reports_each_phase_with_timings(first_up: Run) -> None:
     events = _events(first_up)
     done = {(e["node"], e["phase"]) for e in events if e["status"] == "done"}
-    for phase in ("overlay", "seed", "define", "start", "ssh", "cloud-init", "first-boot-done"):
+    for phase in ("define", "start", "ssh", "cloud-init", "first-boot-done"):
         assert (NODE, phase) in done, (phase, sorted(done))
+    pool_ops = [e["detail"] for e in events if e["phase"] == "pool" and e["status"] == "done"]
+    for op in ("create root overlay", "upload seed", "delete seed"):
+        assert op in pool_ops, pool_ops
     assert all(isinstance(e["elapsed"], float) for e in events if e["status"] == "done")
     assert '"changed": ["' + NODE in first_up.stdout
 
@@ -397,33 +401,81 @@ def test_down_purge_leaves_nothing_in_the_pool(
     assert NODE not in [d.name() for d in conn.listAllDomains()]
 
 
-def test_up_killed_during_first_boot_converges_on_rerun(
-    inv: Inventory, inv_path: Path, conn: libvirt.virConnect, golden_image: object
+# Each interruption lands inside one phase of a first `up` from an empty pool; the next run must
+# get past it (and is itself interrupted at the next phase), and the last run must converge.
+INTERRUPTIONS = (
+    ("*", "upload", "info", "SIGINT"),  # mid-stream upload of the golden rootfs
+    (NODE, "define", "start", "SIGKILL"),
+    (NODE, "start", "start", "SIGINT"),
+    (NODE, "ssh", "start", "SIGKILL"),  # waiting for first boot
+)
+
+
+def test_up_interrupted_in_every_phase_converges_on_rerun(
+    inv: Inventory, inv_path: Path, conn: libvirt.virConnect, golden_image: image.Manifest
 ) -> None:
-    """SIGKILL after the domain started (seed attached, cloud-init running): a re-run finishes."""
+    """SIGINT or SIGKILL during upload, define, start and the wait: no orphaned volumes, domains
+    or seeds at any point, and a plain re-run converges."""
     provision("down", "-i", str(inv_path), "--purge")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "provision.cli", "up", "-i", str(inv_path), "--json", "--no-verify"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if (event.get("node"), event.get("phase"), event.get("status")) == (NODE, "ssh", "start"):
-            break
-    proc.kill()
-    proc.wait()
-    assert conn.lookupByName(NODE).isActive()
+    ref = app.render_inventory(inv, inv.nodes)[0].golden
+    sizes = {a.name: a.size for a in golden_image.artifacts}
+    golden_sizes = {
+        ref.base_volume: sizes["rootfs.qcow2"],
+        ref.kernel_volume: sizes["vmlinuz"],
+        ref.initrd_volume: sizes["initrd.img"],
+    }
+    allowed = {*golden_sizes, f"{NODE}.qcow2", f"{NODE}-seed.img"}
+    driver = ROOT / "tests" / "integration" / "interrupt_up.py"
+    report = []
+    for node, phase, status, sig in INTERRUPTIONS:
+        p = subprocess.run(
+            [
+                sys.executable,
+                str(driver),
+                node,
+                phase,
+                status,
+                sig,
+                "--",
+                "up",
+                "-i",
+                str(inv_path),
+                "--json",
+                "--no-verify",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+            cwd=ROOT,
+        )
+        assert f"interrupt_up: {sig} at {node} {phase}" in p.stderr, p.stderr[-2000:]
+        want = -signal.SIGKILL if sig == "SIGKILL" else 130
+        assert p.returncode == want, (phase, p.returncode, p.stderr[-2000:])
+        with hypervisor.connect("qemu:///system") as c:
+            vols = c.volumes(POOL)
+        assert set(vols) <= allowed, (phase, sorted(vols))
+        for vol, size in golden_sizes.items():
+            if sig == "SIGINT":  # an interrupted upload deletes its partial volume
+                assert vols.get(vol, size) == size, (phase, vol, vols.get(vol), size)
+        domains = [d.name() for d in conn.listAllDomains() if d.name().startswith("pv-it-")]
+        assert domains in ([], [NODE]), domains
+        report.append(
+            f"{phase}/{sig}: exit {p.returncode}, {len(vols)} volumes, "
+            f"domain {'defined' if domains else 'absent'}"
+        )
+
     run = provision("up", "-i", str(inv_path), "--no-verify")
     assert run.returncode == 0, run.stderr
-    assert "finishing an interrupted first boot" in run.stderr
-    assert "1 changed" in run.stdout
-    pool = conn.storagePoolLookupByName(POOL)
-    pool.refresh(0)
-    assert f"{NODE}-seed.img" not in pool.listVolumes()
+    with hypervisor.connect("qemu:///system") as c:
+        vols = c.volumes(POOL)
+    assert vols == {**golden_sizes, f"{NODE}.qcow2": vols[f"{NODE}.qcow2"]}, vols
+    assert conn.lookupByName(NODE).isActive()
     with _session(inv) as s:
         assert s.run(["test", "-e", "/etc/cloud/cloud-init.disabled"], check=False).returncode == 0
+    plan = json.loads(provision("plan", "-i", str(inv_path), "--json").stdout)
+    assert [n["action"] for n in plan["nodes"]] == ["nothing"]
+    report.append(f"re-run: converged ({len(INTERRUPTIONS)} of {len(INTERRUPTIONS)} phases)")
+    print("\n" + "\n".join(report))
     run = provision("down", "-i", str(inv_path), "--purge")
     assert run.returncode == 0, run.stderr

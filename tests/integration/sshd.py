@@ -1,0 +1,127 @@
+"""A throwaway OpenSSH server on 127.0.0.1 that plays a remote hypervisor's sshd.
+
+It runs as root on a free loopback port with its own generated ed25519 host key and accepts only
+one generated client key, so a login in its log proves a connection really went over SSH. Without
+root or openssh-server the caller fails (never skips): CI's setup.sh installs openssh-server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provision import hostkeys
+from provision.hostkeys import KeyPair
+from provision.process import run
+
+SSHD = Path("/usr/sbin/sshd")
+HOST = "127.0.0.1"
+# Not `Accepted key ...`: sshd logs that when a key is merely offered, before any signature.
+_ACCEPTED = re.compile(r"^Accepted \S+ for ")
+
+
+@dataclass(frozen=True)
+class Sshd:
+    port: int
+    host_key: KeyPair  # the server's only host key: the one a known_hosts file pins
+    identity: Path  # private half of the only authorized client key
+    log: Path  # sshd's own log (-e: everything it would send to syslog)
+    tmp: Path
+
+    def known_hosts(self, public: str | None = None, name: str = "known_hosts") -> Path:
+        """A known_hosts file pinning `public` (default: the real host key) for this server."""
+        key_type, blob = (public or self.host_key.public).split()[:2]
+        path = self.tmp / name
+        path.write_text(f"[{HOST}]:{self.port} {key_type} {blob}\n")
+        return path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def accepted_logins(self) -> list[str]:
+        """sshd's lines for completed logins, e.g. `Accepted publickey for root from ...`."""
+        return [line for line in self.log_text().splitlines() if _ACCEPTED.search(line)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until sshd answers with its protocol banner: listening alone is not yet serving."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as s:
+                if s.recv(64).startswith(b"SSH-2.0-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"sshd did not answer on {HOST}:{port}:\n{log.read_text(errors='replace')}")
+
+
+@contextmanager
+def running_sshd(tmp: Path) -> Iterator[Sshd]:
+    """Start sshd with everything (keys, config, pid file, log) under `tmp`; stop it afterwards."""
+    if os.geteuid() != 0:
+        pytest.fail("the throwaway sshd must run as root (it logs in as root)")
+    if not SSHD.exists():
+        pytest.fail(f"{SSHD} not found: install openssh-server (setup.sh does)")
+    # sshd refuses to start without its privilege separation directory, which its systemd unit
+    # would normally create; this machine has no systemd.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    host_key = hostkeys.generate("throwaway-hypervisor")
+    hostkeys.write_private(tmp / "host_ed25519", host_key.private)
+    client = hostkeys.generate("provision-test-operator")
+    hostkeys.write_private(tmp / "client_ed25519", client.private)
+    (tmp / "authorized_keys").write_text(client.public + "\n")
+    port = _free_port()
+    config = tmp / "sshd_config"
+    config.write_text(
+        f"Port {port}\n"
+        f"ListenAddress {HOST}\n"
+        f"HostKey {tmp / 'host_ed25519'}\n"
+        f"PidFile {tmp / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        "AuthenticationMethods publickey\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+        "AllowUsers root\n"
+        "UsePAM no\n"
+        # The keys live under pytest's tmp dir, below the world-writable /tmp: StrictModes would
+        # refuse the authorized_keys file for that reason alone.
+        "StrictModes no\n"
+        "LogLevel VERBOSE\n"
+    )
+    run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
+    log = tmp / "sshd.log"
+    with log.open("w") as log_file:
+        # A long-running daemon: process.run() waits for its child, so Popen is used here.
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=log_file)
+    try:
+        _wait_for_banner(port, proc, log)
+        yield Sshd(port, host_key, tmp / "client_ed25519", log, tmp)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
