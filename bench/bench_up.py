@@ -28,6 +28,7 @@ NODE, PORT, POOL = "pv-bench1", 10222, "provision-bench"
 
 def inventory(tmp: Path) -> Path:
     doc = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
+    doc["playbooks"] = [str(ROOT / "playbooks" / "post-boot.yaml")]
     doc["hypervisors"]["local"]["pool_name"] = POOL
     doc["hypervisors"]["local"]["pool_path"] = "/var/lib/provision/pools/bench"
     doc["nodes"] = {NODE: {"ssh_port": PORT}}

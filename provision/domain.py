@@ -89,8 +89,12 @@ def metadata_element(meta: NodeMeta) -> ET.Element:
 
 
 def metadata_xml(meta: NodeMeta) -> str:
-    """The metadata element alone, as libvirt's setMetadata/metadata() exchange it."""
-    return _text(metadata_element(meta))
+    """The metadata element alone, as libvirt's setMetadata/metadata() exchange it: without a
+    namespace, which libvirt adds itself (it refuses an element that already declares it)."""
+    root = metadata_element(meta)
+    for el in root.iter():
+        el.tag = el.tag.split("}", 1)[-1]
+    return _text(root)
 
 
 def parse_metadata(text: str) -> NodeMeta:

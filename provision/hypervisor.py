@@ -81,6 +81,13 @@ class Connection:
 
     def define(self, xml: str) -> None:
         """Define (or redefine) a domain, letting libvirt validate the XML against its schema."""
+        root = ET.fromstring(xml)
+        name = root.findtext("name")
+        if root.find("uuid") is None and name and self.domain(name) is not None:
+            # libvirt redefines a domain only under its UUID; without one it sees a new domain
+            # whose name is taken.
+            ET.SubElement(root, "uuid").text = self._dom(name).UUIDString()
+            xml = ET.tostring(root, encoding="unicode")
         try:
             self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:

@@ -17,18 +17,22 @@ from provision.errors import ConfigError, Problem
 from provision.model import (
     Accel,
     Admin,
+    AllowRule,
     DockerMode,
     Hypervisor,
     ImageSpec,
     Inventory,
+    K8sInstall,
+    Kubernetes,
     Network,
     NetworkMode,
     Node,
     Role,
     Waiver,
+    WorkloadNamespace,
 )
 from provision.verify import catalogue
-from provision.yamlsrc import Value
+from provision.yamlsrc import Loc, Value
 from provision.yamlsrc import load as load_yaml
 
 
@@ -72,6 +76,9 @@ def build(root: Value, path: Path) -> Inventory:
             nodes.append(node)
     _check_unique(nodes, raw_nodes, top, problems)
     playbooks = _playbooks(path, top.get("playbooks"), problems)
+    kubernetes = _kubernetes(path, top.get("kubernetes"), problems)
+    if len(nodes) == len(raw_nodes):  # else the role count would blame a node already reported
+        _check_roles(nodes, kubernetes, top, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -116,7 +123,129 @@ def build(root: Value, path: Path) -> Inventory:
         ),
         nodes=tuple(nodes),
         playbooks=playbooks,
+        kubernetes=kubernetes,
     )
+
+
+def _kubernetes(path: Path, value: Value | None, problems: list[Problem]) -> Kubernetes | None:
+    if value is None:
+        return None
+    rest = Value({k: v for k, v in value.data.items() if k != "namespaces"}, value.loc)
+    rest.key_locs.update({k: v for k, v in value.key_locs.items() if k != "namespaces"})
+    parsed = S.parse_section(S.KUBERNETES, rest, "kubernetes", problems)
+    namespaces = []
+    raw = value.data.get("namespaces")
+    if raw is not None and not raw.is_map:
+        problems.append(raw.loc.problem("kubernetes.namespaces", "expected a mapping"))
+    elif raw is not None:
+        for name, ns_value in raw.data.items():
+            ns = _namespace(name, ns_value, raw.key_locs[name], problems)
+            if ns is not None:
+                namespaces.append(ns)
+    v = parsed.values
+    install = v.get("install")
+    if install == K8sInstall.BUNDLE.value:
+        for key in ("bundle", "bundle_sha256"):
+            if v.get(key) is None and key not in parsed.invalid:
+                problems.append(value.loc.problem("kubernetes", f"install: bundle needs {key!r}"))
+    if parsed.invalid or any(k not in v for k in ("version", "install")):
+        return None
+    return Kubernetes(
+        version=v["version"],
+        install=K8sInstall(str(install)),
+        bundle=_relative(path, v["bundle"]),
+        bundle_sha256=v["bundle_sha256"],
+        pod_cidr=v["pod_cidr"],
+        service_cidr=v["service_cidr"],
+        api_port=v["api_port"],
+        namespaces=tuple(namespaces),
+    )
+
+
+def _namespace(
+    name: str, value: Value, name_loc: Loc, problems: list[Problem]
+) -> WorkloadNamespace | None:
+    path = f"kubernetes.namespaces.{name}"
+    if not re.match(S.NAME, name) or name in RESERVED_NAMESPACES:
+        problems.append(
+            name_loc.problem(path, "not a workload namespace name (DNS label, not kube-*/default)")
+        )
+        return None
+    if value.data is None:
+        value = Value({}, value.loc)
+    if not value.is_map:
+        problems.append(value.loc.problem(path, "expected a mapping"))
+        return None
+    allow_value = value.data.get("allow")
+    rest = Value({k: v for k, v in value.data.items() if k != "allow"}, value.loc)
+    rest.key_locs.update({k: v for k, v in value.key_locs.items() if k != "allow"})
+    parsed = S.parse_section(S.NAMESPACE, rest, path, problems)
+    rules = []
+    if allow_value is not None and not allow_value.is_map:
+        problems.append(allow_value.loc.problem(f"{path}.allow", "expected a mapping"))
+    elif allow_value is not None:
+        for rule, rule_value in allow_value.data.items():
+            rpath = f"{path}.allow.{rule}"
+            if not re.match(S.NAME, rule):
+                problems.append(allow_value.key_locs[rule].problem(rpath, "not a valid rule name"))
+                continue
+            r = S.parse_section(S.ALLOW_RULE, rule_value, rpath, problems)
+            if r.invalid or not rule_value.is_map:
+                continue
+            if (
+                not r.values["pods"]
+                and not r.values["from_namespaces"]
+                and not r.values["from_pods"]
+            ):
+                problems.append(
+                    rule_value.loc.problem(rpath, "an allow rule needs pods or a source")
+                )
+            ports = tuple(int(p) for p in r.values["ports"])
+            if any(not 0 < p < 65536 for p in ports):
+                problems.append(rule_value.loc.problem(f"{rpath}.ports", "ports are 1-65535"))
+            rules.append(
+                AllowRule(
+                    name=rule,
+                    pods=tuple(sorted(r.values["pods"].items())),
+                    from_namespaces=tuple(r.values["from_namespaces"]),
+                    from_pods=tuple(sorted(r.values["from_pods"].items())),
+                    ports=ports,
+                )
+            )
+    if parsed.invalid:
+        return None
+    return WorkloadNamespace(name, tuple(rules), parsed.values["sample_workload"])
+
+
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+
+def _check_roles(
+    nodes: list[Node], k8s: Kubernetes | None, top: dict[str, Value], problems: list[Problem]
+) -> None:
+    """Kubernetes roles need the cluster settings, and exactly one control plane (kubeadm with a
+    single control-plane node; stacked HA is not built)."""
+    with_roles = [n for n in nodes if n.roles]
+    if not with_roles or "nodes" not in top:
+        return
+    loc = top["nodes"].loc
+    if k8s is None and "kubernetes" not in top:
+        names = ", ".join(n.name for n in with_roles)
+        problems.append(
+            loc.problem(
+                "kubernetes",
+                f"nodes with Kubernetes roles ({names}) need a top-level `kubernetes` section",
+            )
+        )
+    control = [n.name for n in with_roles if Role.K8S_CONTROL_PLANE in n.roles]
+    if len(control) != 1:
+        problems.append(
+            loc.problem(
+                "nodes",
+                f"exactly one node needs role k8s-control-plane, found {len(control)}"
+                + (f" ({', '.join(control)})" if control else ""),
+            )
+        )
 
 
 def _playbooks(path: Path, value: Value | None, problems: list[Problem]) -> tuple[Path, ...]:

@@ -106,6 +106,43 @@ class Node:
     waivers: tuple[Waiver, ...] = ()  # verification exceptions; not part of the node's state
 
 
+class K8sInstall(StrEnum):
+    APT = "apt"  # kubeadm/kubelet/kubectl from pkgs.k8s.io, added to the golden image at build
+    BUNDLE = "bundle"  # an airgap bundle (binaries + images), sha256-checked, carried to the node
+    PREREQUISITES = "prerequisites"  # prepare nodes only: no binaries, no bootstrap
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """An extra NetworkPolicy on top of a namespace's default-deny: ingress to `pods` from the
+    listed namespaces and/or same-namespace pods, on TCP `ports` (all ports when empty)."""
+
+    name: str
+    pods: tuple[tuple[str, str], ...]  # podSelector matchLabels of the pods it opens
+    from_namespaces: tuple[str, ...]
+    from_pods: tuple[tuple[str, str], ...]  # matchLabels of same-namespace client pods
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WorkloadNamespace:
+    name: str
+    allow: tuple[AllowRule, ...]
+    sample_workload: bool  # deploy the restricted sample Deployment here
+
+
+@dataclass(frozen=True)
+class Kubernetes:
+    version: str  # e.g. 1.34.3: every binary is pinned to it by checksum
+    install: K8sInstall
+    bundle: Path | None  # install: bundle: the airgap bundle on this machine
+    bundle_sha256: str | None  # of the bundle file, as its builder published it
+    pod_cidr: str
+    service_cidr: str
+    api_port: int
+    namespaces: tuple[WorkloadNamespace, ...]
+
+
 @dataclass(frozen=True)
 class Inventory:
     name: str
@@ -116,6 +153,7 @@ class Inventory:
     networks: tuple[Network, ...]
     nodes: tuple[Node, ...]
     playbooks: tuple[Path, ...] = ()  # post-boot steps, run in order after the nodes are up
+    kubernetes: Kubernetes | None = None  # the cluster of the nodes with Kubernetes roles
 
     def hypervisor(self, name: str) -> Hypervisor:
         return next(h for h in self.hypervisors if h.name == name)

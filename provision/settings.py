@@ -284,6 +284,51 @@ NODE = (
     ),
 )
 
+KUBERNETES = (
+    Setting(
+        "version",
+        Kind.STR,
+        "Kubernetes version; every binary is pinned to it by checksum (provision/k8s_pins.py).",
+        "1.34.3",
+        pattern=r"^1\.[0-9]{1,2}\.[0-9]{1,3}$",
+    ),
+    Setting(
+        "install",
+        Kind.ENUM,
+        "apt (pkgs.k8s.io packages in the golden image), bundle (an airgap bundle carried to "
+        "the node), or prerequisites (prepare the nodes, bootstrap nothing).",
+        "bundle",
+        choices=("apt", "bundle", "prerequisites"),
+    ),
+    Setting("bundle", Kind.STR, "The airgap bundle file (install: bundle).", None),
+    Setting(
+        "bundle_sha256",
+        Kind.STR,
+        "sha256 of the bundle file, as its builder published it (install: bundle).",
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+    ),
+    Setting("pod_cidr", Kind.STR, "Pod network.", "10.244.0.0/16", pattern=r"^[0-9./]+$"),
+    Setting("service_cidr", Kind.STR, "Service network.", "10.96.0.0/12", pattern=r"^[0-9./]+$"),
+    Setting("api_port", Kind.INT, "API server port.", 6443, minimum=1, maximum=65535),
+)
+
+NAMESPACE = (
+    Setting(
+        "sample_workload",
+        Kind.BOOL,
+        "Deploy the restricted sample workload in this namespace.",
+        False,
+    ),
+)
+
+ALLOW_RULE = (
+    Setting("pods", Kind.MAP, "Labels of the pods this rule opens (podSelector).", {}),
+    Setting("from_namespaces", Kind.LIST, "Namespaces whose pods may connect.", [], pattern=NAME),
+    Setting("from_pods", Kind.MAP, "Labels of same-namespace pods that may connect.", {}),
+    Setting("ports", Kind.LIST, "TCP ports (all when empty).", [], pattern=r"^[0-9]{1,5}$"),
+)
+
 NODE_ONLY = (
     Setting(
         "groups",
@@ -313,6 +358,13 @@ TOP = (
     Setting("defaults", Kind.SECTION, "Node settings every node takes.", {}),
     Setting("groups", Kind.SECTION, "Named groups of node settings.", {}),
     Setting("nodes", Kind.SECTION, "Named nodes (see NODE settings)."),
+    Setting(
+        "kubernetes",
+        Kind.SECTION,
+        "The cluster of the nodes with Kubernetes roles (see KUBERNETES settings; "
+        "`namespaces: {NAME: {sample_workload, allow: {RULE: ALLOW settings}}}`).",
+        None,
+    ),
     Setting(
         "playbooks",
         Kind.LIST,
@@ -473,6 +525,9 @@ def reference() -> str:
         ("networks.NAME", NETWORK),
         ("defaults / groups.NAME / nodes.NAME", NODE + NODE_ONLY),
         ("admin", ADMIN),
+        ("kubernetes", KUBERNETES),
+        ("kubernetes.namespaces.NAME", NAMESPACE),
+        ("kubernetes.namespaces.NAME.allow.RULE", ALLOW_RULE),
     ):
         lines.append(f"{title}:")
         for s in table:

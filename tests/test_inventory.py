@@ -45,9 +45,20 @@ groups:
     sysctl:
       kernel.panic: 10
     roles: [k8s-worker]
+kubernetes:
+  install: prerequisites
+  namespaces:
+    shop:
+      sample_workload: true
+      allow:
+        web:
+          pods: {app: web}
+          from_namespaces: [edge]
+          ports: ["8080"]
 nodes:
   n1:
     ssh_port: 10022
+    roles: [k8s-control-plane]
   n2:
     groups: [big]
     network: br
@@ -147,9 +158,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     errors = _errors(tmp_path, text)
     assert len(errors) == 3, errors
     path = tmp_path / "inv.yaml"
-    assert errors[0] == f"{path}:31:15: nodes.n1.ssh_port: 80 is out of range [1024, 65535]"
-    assert errors[1] == f"{path}:32:12: nodes.n1.vcpus: expected an integer, got str 'many'"
-    assert errors[2].startswith(f"{path}:33:5: nodes.n1.colour: unknown key")
+    assert errors[0] == f"{path}:41:15: nodes.n1.ssh_port: 80 is out of range [1024, 65535]"
+    assert errors[1] == f"{path}:42:12: nodes.n1.vcpus: expected an integer, got str 'many'"
+    assert errors[2].startswith(f"{path}:43:5: nodes.n1.colour: unknown key")
 
 
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
@@ -329,3 +340,39 @@ def test_settings_reference_lists_every_setting() -> None:
     ):
         for s in table:
             assert f"  {s.name} " in text
+
+
+def test_kubernetes_section_parses(tmp_path: Path) -> None:
+    k8s = load_text(tmp_path, VALID).kubernetes
+    assert k8s is not None and k8s.version == "1.34.3" and k8s.api_port == 6443
+    [shop] = k8s.namespaces
+    assert shop.sample_workload and shop.allow[0].ports == (8080,)
+    assert shop.allow[0].pods == (("app", "web"),) and shop.allow[0].from_namespaces == ("edge",)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("install: prerequisites", "install: bundle"),
+            "kubernetes: install: bundle needs 'bundle'",
+        ),
+        (("install: prerequisites", "install: helm"), "kubernetes.install: "),
+        (('ports: ["8080"]', 'ports: ["80x"]'), "kubernetes.namespaces.shop.allow.web.ports[0]"),
+        (
+            ("    shop:\n", "    kube-system:\n"),
+            "kubernetes.namespaces.kube-system: not a workload",
+        ),
+        (("    roles: [k8s-control-plane]\n", ""), "exactly one node needs role k8s-control-plane"),
+        (
+            ("          pods: {app: web}\n          from_namespaces: [edge]\n", ""),
+            "an allow rule needs pods or a source",
+        ),
+    ],
+)
+def test_kubernetes_mistakes_are_located(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, VALID.replace(*change, 1))
+    assert any(expected in str(p) for p in err.value.problems), err.value.problems

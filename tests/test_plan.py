@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from provision import app, inventory, policy, render
+from provision import app, domain, inventory, policy, render
 from provision.hypervisor import connect
 from provision.model import Hypervisor, Inventory, Waiver
 from provision.plan import Action
@@ -137,3 +137,32 @@ def test_hypervisor_record_is_frozen() -> None:
     assert isinstance(hv, Hypervisor)
     with pytest.raises(dataclasses.FrozenInstanceError):
         hv.uri = "x"  # type: ignore[misc]
+
+
+def test_a_changed_node_is_redefined_in_place(conn: libvirt.virConnect) -> None:
+    """Redefining needs the domain's UUID (rendered XML has none); after it, plan is clean."""
+    inv = _inventory("plan-redefine")
+    with connect(TEST_URI) as c:
+        c.define(render_inv(inv).nodes[0].booted_xml)
+        uuid = conn.lookupByName("plan-redefine").UUIDString()
+        bigger = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], vcpus=2),))
+        rendered = render_inv(bigger)
+        assert app.plan(rendered)[0].action is Action.REBOOT
+        c.define(rendered.nodes[0].booted_xml)
+    assert conn.lookupByName("plan-redefine").UUIDString() == uuid
+    assert app.plan(rendered)[0].action is Action.NOTHING
+
+
+def test_a_running_node_gets_its_new_metadata_live(conn: libvirt.virConnect) -> None:
+    """An in-place update must reach the running domain's metadata too, or plan repeats it."""
+    inv = _inventory("plan-live")
+    with connect(TEST_URI) as c:
+        c.define(render_inv(inv).nodes[0].booted_xml)
+        c.start("plan-live")
+        relabelled = dataclasses.replace(inv.nodes[0], labels=(("owner", "other"),))
+        rendered = render_inv(dataclasses.replace(inv, nodes=(relabelled,)))
+        assert app.plan(rendered)[0].action is Action.UPDATE
+        c.define(rendered.nodes[0].booted_xml)
+        c.set_metadata("plan-live", domain.metadata_xml(rendered.nodes[0].meta))
+        assert app.plan(rendered)[0].action is Action.NOTHING
+        c.stop("plan-live")

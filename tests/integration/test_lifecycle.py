@@ -62,6 +62,7 @@ def inv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     doc["hypervisors"]["local"]["pool_name"] = POOL
     doc["hypervisors"]["local"]["pool_path"] = str(POOL_PATH)
     doc["nodes"] = {NODE: {"ssh_port": PORT}}
+    doc["playbooks"] = [str(ROOT / "playbooks" / "post-boot.yaml")]
     path = tmp_path_factory.mktemp("inv") / "local-it.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
