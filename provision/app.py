@@ -95,11 +95,12 @@ def plan_playbooks(
 ) -> list[StepPlan]:
     """Which playbook steps `up` would run: checks (read-only) on running, up-to-date nodes; the
     others are pending until they are up."""
-    from provision import lifecycle, playbook, ssh
+    from provision import k8s_bootstrap, lifecycle, playbook, ssh
     from provision.errors import ProvisionError
     from provision.plan import Action
 
-    playbooks = playbook.load_all(inv.playbooks)
+    k8s = k8s_bootstrap.playbook(inv)
+    playbooks = (*((k8s,) if k8s else ()), *playbook.load_all(inv.playbooks))
     if not playbooks:
         return []
     ready = {p.node for p in plans if p.action is Action.NOTHING and p.running}

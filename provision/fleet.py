@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import app, hypervisor, lifecycle, lock, paths, playbook, render
+from provision import app, hypervisor, k8s_bootstrap, lifecycle, lock, paths, playbook, render
 from provision.errors import HypervisorError, Interrupted, ProvisionError, UsageError
 from provision.image import Manifest
 from provision.lifecycle import Emit, Event, Options, phase
@@ -102,6 +102,7 @@ def up(
 ) -> UpResult:
     guard = Guard(emit)
     playbooks = load_playbooks(inv)  # a broken playbook stops the run before it changes anything
+    k8s_bootstrap.preflight(inv)  # so does a Kubernetes role without pinned checksums or bundle
     manifest = lifecycle.ensure_image(inv, guard)
     rendered, warnings = app.render_inventory(inv, nodes)
     for w in warnings:
@@ -120,7 +121,8 @@ def up(
             detail = p.action.value + "".join(f"; {c}" for c in p.changes)
             guard(Event(p.node, "plan", "info", detail=detail))
         result = _converge_all(inv, groups, plans, manifest, rendered, guard, opts, parallel)
-        if playbooks and opts.start and not result.failed:
+        post_boot = playbooks or k8s_bootstrap.playbook(inv) is not None
+        if post_boot and opts.start and not result.failed:
             # Steps order work across nodes (a step finishes everywhere before the next), so
             # they run once every node is up.
             lifecycle.run_playbooks(inv, rendered, playbooks, guard)

@@ -183,6 +183,17 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("kernel.core_uses_pid", "1", _all, "HN-SYS-32", "OSH"),
     Sysctl("vm.mmap_rnd_bits", "32", _all, "HN-SYS-32", "KHC"),
     Sysctl("vm.mmap_rnd_compat_bits", "16", _all, "HN-SYS-32", "KHC"),
+    # The kubelet's protectKernelDefaults (HN-K8S-11) refuses to start unless these equal its
+    # own defaults (kubelet setupKernelTunables), so Kubernetes nodes carry exactly those values.
+    # Resolved conflicts: panic_on_oops=1/panic=10 also suit KSPP (an oops reboots instead of
+    # running on corrupted); overcommit_memory=1 replaces the kernel's heuristic 0, which no
+    # hardening guide of ours sets; ip_forward=1 is HN-SYS-09's Kubernetes row above.
+    Sysctl("kernel.panic_on_oops", "1", is_k8s, "HN-SYS-23", "kubelet protectKernelDefaults"),
+    Sysctl("kernel.panic", "10", is_k8s, "HN-SYS-23", "kubelet protectKernelDefaults"),
+    Sysctl("vm.overcommit_memory", "1", is_k8s, "HN-SYS-26", "kubelet protectKernelDefaults"),
+    Sysctl("vm.panic_on_oom", "0", is_k8s, "HN-SYS-26", "kubelet protectKernelDefaults"),
+    Sysctl("kernel.keys.root_maxkeys", "1000000", is_k8s, "HN-SYS-26", "kubelet"),
+    Sysctl("kernel.keys.root_maxbytes", "25000000", is_k8s, "HN-SYS-26", "kubelet"),
     # kernel.modules_disabled is deliberately absent: see DEVIATIONS (HN-SYS-11).
 )
 
@@ -231,8 +242,18 @@ BLACKLISTED_MODULES: tuple[str, ...] = (
 
 def firewall_ports(node: Node) -> tuple[tuple[str, int], ...]:
     """(protocol, port) accepted inbound by the node's nftables input chain (HN-FW-02)."""
-    # Kubernetes ports (6443, 2379-2380, 10250, CNI overlay) arrive with the bootstrap, issue #7.
-    return (("tcp", SSH_PORT),)
+    ports = [("tcp", SSH_PORT)]
+    if Role.K8S_CONTROL_PLANE in node.roles:
+        ports.append(("tcp", K8S_API_PORT))  # etcd (2379-2380) is stacked: loopback only
+    if is_k8s(node):
+        # The API server reaches each kubelet; the CNI's own ports come with the CNI, which
+        # the bootstrap does not install (see README).
+        ports.append(("tcp", KUBELET_PORT))
+    return tuple(ports)
+
+
+K8S_API_PORT = 6443
+KUBELET_PORT = 10250
 
 
 # --- deviations ------------------------------------------------------------------------------

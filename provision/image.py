@@ -54,6 +54,13 @@ BASE_PACKAGES: tuple[str, ...] = (
     "kmod",
     "e2fsprogs",
     "ca-certificates",
+    # Kubernetes nodes (kubeadm preflight, kube-proxy, the bootstrap scripts): in every image so
+    # one golden image serves every role and nodes install nothing at boot.
+    "iptables",
+    "conntrack",
+    "socat",
+    "ethtool",
+    "openssl",
 )
 
 ARTIFACTS = ("rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json")

@@ -20,6 +20,7 @@ from provision import (
     golden,
     hypervisor,
     image,
+    k8s_bootstrap,
     localhost,
     lock,
     paths,
@@ -410,7 +411,8 @@ def playbook_runner(sessions: dict[str, ssh.Session]) -> playbook.Run:
 def run_playbooks(
     inv: Inventory, rendered: render.Rendered, playbooks: tuple[playbook.Playbook, ...], emit: Emit
 ) -> list[playbook.StepResult]:
-    """Every playbook, step by step across the nodes, over one session per node."""
+    """The Kubernetes bootstrap (if any node has a role), then every playbook, step by step across
+    the nodes, over one session per node."""
 
     def on_step(node: str, step: str, status: str, detail: str) -> None:
         kind = "warn" if status == "fail" else "info"
@@ -427,9 +429,20 @@ def run_playbooks(
     try:
         for r in rendered.nodes:
             sessions[r.node.name] = ssh.connect(ssh_target(inv, r))
-        with phase(emit, "*", "playbooks", ", ".join(p.name for p in playbooks)):
-            nodes = tuple(r.node for r in rendered.nodes)
-            return playbook.apply_playbooks(playbooks, nodes, playbook_runner(sessions), on_step)
+        nodes = tuple(r.node for r in rendered.nodes)
+        run = playbook_runner(sessions)
+        results = []
+        if k8s_bootstrap.playbook(inv) is not None:
+
+            def upload(node: str, local: Path, remote: str) -> None:
+                sessions[node].put_file(remote, local, 0o600)
+
+            with phase(emit, "*", "kubernetes", str(inv.kubernetes and inv.kubernetes.install)):
+                results += k8s_bootstrap.bootstrap(inv, nodes, run, upload, on_step)
+        if playbooks:
+            with phase(emit, "*", "playbooks", ", ".join(p.name for p in playbooks)):
+                results += playbook.apply_playbooks(playbooks, nodes, run, on_step)
+        return results
     finally:
         for s in sessions.values():
             s.close()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision import domain, hardening, policy, seed
+from provision import domain, hardening, k8s_seed, policy, seed
 from provision.golden import UNRESOLVED, GoldenRef
 from provision.hostkeys import KeyPair, write_private
 from provision.model import Accel, Hypervisor, Inventory, Network, NetworkMode, Node
@@ -61,7 +61,9 @@ class Rendered:
 def templates_digest() -> str:
     """Seed templates are part of the desired state: editing one changes every spec hash."""
     h = hashlib.sha256()
-    for path in sorted(seed.TEMPLATES.glob("*")):
+    # Top-level templates are every node's; subdirectories (k8s/) belong to roles, whose nodes
+    # hash them with their own seed inputs.
+    for path in sorted(p for p in seed.TEMPLATES.glob("*") if p.is_file()):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -174,6 +176,7 @@ def render(
         digest = spec_hash(node, hv, net, golden, key.public, admin_keys, templates, verifier_key)
         accel = accels[hv.name]
         cmdline = hardening.kernel_cmdline(node)
+        role_files = k8s_seed.seed_files(inventory, node)
         fields = policy_fields(
             inventory.name,
             node,
@@ -186,6 +189,8 @@ def render(
                 "admin_keys": list(admin_keys),
                 "verifier_key": verifier_key,
                 "templates": templates,
+                # Role files are seed content: a changed manifest or script means a new seed.
+                "role_files": [(f.path, f.mode, f.content) for f in role_files],
             },
         )
         meta = domain.node_meta(inventory.name, node, golden, digest, key.fingerprint, fields)
@@ -216,6 +221,7 @@ def render(
                     admin_keys,
                     f"{node.name}-{digest[:12]}",
                     verifier_key,
+                    role_files,
                 ),
                 host_key_public=key.public,
             )

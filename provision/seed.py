@@ -167,9 +167,12 @@ def render_seed(
     admin_keys: tuple[str, ...],
     instance_id: str,
     verifier_key: str | None = None,
+    extra: tuple[SeedFile, ...] = (),
 ) -> Seed:
-    """The node's seed. Without `verifier_key` the verifier account exists but cannot log in."""
-    files = seed_files(node)
+    """The node's seed. Without `verifier_key` the verifier account exists but cannot log in.
+
+    `extra`: role files (Kubernetes: provision.k8s_seed), written after the hardening set."""
+    files = (*seed_files(node), *extra)
     user_data = render_template(
         "user-data.yaml.j2",
         inventory=inventory,

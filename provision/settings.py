@@ -289,7 +289,7 @@ KUBERNETES = (
         "version",
         Kind.STR,
         "Kubernetes version; every binary is pinned to it by checksum (provision/k8s_pins.py).",
-        "1.34.3",
+        "1.34.4",
         pattern=r"^1\.[0-9]{1,2}\.[0-9]{1,3}$",
     ),
     Setting(

@@ -173,6 +173,23 @@ class Session:
                 hint=f"check that {self.target.user} may write there",
             ) from exc
 
+    def put_file(self, path: str, source: Path, mode: int) -> None:
+        """Like put, streaming a local file (no copy in memory)."""
+        tmp = f"{path}.provision-{secrets.token_hex(4)}"
+        try:
+            with self._client.open_sftp() as sftp, source.open("rb") as src:
+                with sftp.open(tmp, "wbx") as f:
+                    f.chmod(mode)
+                    f.set_pipelined(True)
+                    while chunk := src.read(1 << 20):
+                        f.write(chunk)
+                sftp.posix_rename(tmp, path)
+        except (paramiko.SSHException, OSError) as exc:
+            raise SSHError(
+                f"could not copy {source} to {path} on {self.target.address}: {exc}",
+                hint=f"check the free space there and that {self.target.user} may write there",
+            ) from exc
+
     def get(self, path: str) -> bytes:
         try:
             with self._client.open_sftp() as sftp, sftp.open(path, "rb") as f:

@@ -344,7 +344,7 @@ def test_settings_reference_lists_every_setting() -> None:
 
 def test_kubernetes_section_parses(tmp_path: Path) -> None:
     k8s = load_text(tmp_path, VALID).kubernetes
-    assert k8s is not None and k8s.version == "1.34.3" and k8s.api_port == 6443
+    assert k8s is not None and k8s.version == "1.34.4" and k8s.api_port == 6443
     [shop] = k8s.namespaces
     assert shop.sample_workload and shop.allow[0].ports == (8080,)
     assert shop.allow[0].pods == (("app", "web"),) and shop.allow[0].from_namespaces == ("edge",)

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the constants are used by the scripts that source this
 # Shared by the provision Kubernetes node scripts (sourced, never run). Installed with them under
 # /usr/local/libexec/provision/k8s/. Plain file, no templating: every parameter is a file under
 # $K8S_ETC, rendered by the seed.

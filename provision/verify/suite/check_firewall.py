@@ -13,9 +13,9 @@ FW_FIX = (
     "The table comes from /etc/provision/firewall.nft, loaded by provision-firewall.service; "
     "`systemctl restart provision-firewall` reloads it without touching Docker's tables."
 )
-# The inbound allow-list by role (HN-FW-02): SSH everywhere; the Kubernetes ports arrive with
-# the bootstrap (issue #7).
-INBOUND_TCP = {"all": {22}}
+# The inbound allow-list by role (HN-FW-02): SSH everywhere, the kubelet on Kubernetes nodes, the
+# API server on the control plane (etcd is stacked and loopback-only).
+INBOUND_TCP = {"all": {22}, "k8s": {10250}, "cp": {6443}}
 
 
 def _table(facts: Facts) -> str:
