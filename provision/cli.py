@@ -37,6 +37,7 @@ class Verb(StrEnum):
     SETTINGS = "settings"
     IMAGE = "image"
     VERIFY = "verify"
+    POLICY_COVERAGE = "policy-coverage"
 
 
 def _inventory_arg(p: argparse.ArgumentParser) -> None:
@@ -194,6 +195,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="EXPR",
         help="only checks matching this pytest -k expression",
     )
+
+    pc = sub.add_parser(
+        Verb.POLICY_COVERAGE,
+        help="check that every workload namespace has default-deny for Ingress and Egress",
+        description="Read NetworkPolicies (`kubectl get netpol -A -o json`, or manifests as a "
+        "JSON/YAML list) from FILE or stdin and report, for each workload namespace of the "
+        "inventory, ok / missing / decoy (allow-all, ingress-only, partial selector). Exit 1 "
+        "unless every namespace is ok.",
+    )
+    _inventory_arg(pc)
+    pc.add_argument("file", nargs="?", type=Path, help="policies as JSON or YAML (default stdin)")
+    pc.add_argument("--json", action="store_true", help="machine-readable output")
 
     im = sub.add_parser(Verb.IMAGE, help="build, list and verify golden images")
     im_sub = im.add_subparsers(dest="image_verb", required=True, metavar="ACTION")
@@ -440,6 +453,24 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_policy_coverage(args: argparse.Namespace) -> int:
+    import yaml
+
+    from provision import netpol
+
+    inv = app.load(args.inventory)
+    if inv.kubernetes is None:
+        raise UsageError(f"inventory {inv.name} has no kubernetes section")
+    text = args.file.read_text() if args.file else sys.stdin.read()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the policies: {exc}") from exc
+    report = netpol.coverage(docs, [ns.name for ns in inv.kubernetes.namespaces])
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 COMMANDS = {
     Verb.UP: cmd_up,
     Verb.DOWN: cmd_down,
@@ -452,6 +483,7 @@ COMMANDS = {
     Verb.SETTINGS: cmd_settings,
     Verb.IMAGE: cmd_image,
     Verb.VERIFY: cmd_verify,
+    Verb.POLICY_COVERAGE: cmd_policy_coverage,
 }
 
 

@@ -69,3 +69,21 @@ def test_render_oslo_writes_every_node(tmp_path: Path) -> None:
     assert (out / "known_hosts").read_text() == first
     keys = tmp_path / ".local/share/provision/inventories/oslo/nodes/cp1/ssh_host_ed25519_key"
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+
+
+def test_policy_coverage_reads_kubectl_json_and_names_decoys(tmp_path: Path) -> None:
+    ingress_only = {
+        "kind": "List",
+        "items": [
+            {
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "deny", "namespace": "shop"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            }
+        ],
+    }
+    path = tmp_path / "netpol.json"
+    path.write_text(yaml.safe_dump(ingress_only))
+    run = _cli("policy-coverage", "-i", str(OSLO), str(path), home=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "decoy    shop" in run.stdout and "missing  edge" in run.stdout
