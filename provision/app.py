@@ -95,7 +95,7 @@ def plan_playbooks(
 ) -> list[StepPlan]:
     """Which playbook steps `up` would run: checks (read-only) on running, up-to-date nodes; the
     others are pending until they are up."""
-    from provision import k8s_bootstrap, lifecycle, playbook, ssh
+    from provision import k8s_bootstrap, lifecycle, playbook, postboot, ssh
     from provision.errors import ProvisionError
     from provision.plan import Action
 
@@ -112,7 +112,7 @@ def plan_playbooks(
                 with contextlib.suppress(ProvisionError):
                     sessions[r.node.name] = ssh.connect(lifecycle.ssh_target(inv, r), timeout=5.0)
         nodes = tuple(r.node for r in rendered.nodes)
-        run = lifecycle.playbook_runner(sessions)
+        run = postboot.playbook_runner(sessions)
         return playbook.plan_steps(playbooks, nodes, run, set(sessions))
     finally:
         for s in sessions.values():

@@ -19,7 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import app, hypervisor, k8s_bootstrap, lifecycle, lock, paths, playbook, render
+from provision import (
+    app,
+    hypervisor,
+    k8s_bootstrap,
+    lifecycle,
+    lock,
+    paths,
+    playbook,
+    postboot,
+    render,
+)
 from provision.errors import HypervisorError, Interrupted, ProvisionError, UsageError
 from provision.image import Manifest
 from provision.lifecycle import Emit, Event, Options, phase
@@ -125,7 +135,7 @@ def up(
         if post_boot and opts.start and not result.failed:
             # Steps order work across nodes (a step finishes everywhere before the next), so
             # they run once every node is up.
-            lifecycle.run_playbooks(inv, rendered, playbooks, guard)
+            postboot.run_playbooks(inv, rendered, playbooks, guard)
         return result
 
 

@@ -59,7 +59,12 @@ def test_kubeadm_preflight(host: Host) -> None:
     assert not swaps, f"swap is on: {swaps}"
     hostname = host.check_output("hostname")
     assert DNS_LABEL.match(hostname), f"hostname {hostname!r} is not a DNS label"
-    missing = [t for t in KUBEADM_TOOLS if not host.exists(t)]
+    # kubeadm runs as root, whose PATH has the sbin directories a login's lacks.
+    found = host.run(
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; "
+        "for t in " + " ".join(KUBEADM_TOOLS) + '; do command -v "$t" || :; done'
+    ).stdout.split()
+    missing = [t for t in KUBEADM_TOOLS if not any(f.endswith(f"/{t}") for f in found)]
     assert not missing, f"kubeadm needs {', '.join(missing)}"
     taken = []
     for spec in host.socket.get_listening_sockets():
