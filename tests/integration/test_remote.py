@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("PROVISION_TEST_STATE", "/var/lib/provision-test"))
 INVENTORY_NAME = "remote-it"
 NODE = "pv-rt-node1"
+LOCAL_NODE = "pv-rt-node2"  # the second hypervisor's node (local URI)
 POOL = "provision-remote-it"
+LOCAL_POOL = "provision-remote-it-local"
 POOL_PATH = STATE / "remote-pool"
 PORT = 10190
 PROVISION = Path(sys.executable).parent / "provision"  # the venv's console script
@@ -85,20 +87,22 @@ def _cleanup() -> None:
     """Remove what this module may have created, through the local socket (not the transport)."""
     conn = libvirt.open("qemu:///system")
     try:
-        try:
-            dom = conn.lookupByName(NODE)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-        try:
-            pool = conn.storagePoolLookupByName(POOL)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise
-        else:
+        for node in (NODE, LOCAL_NODE):
+            try:
+                dom = conn.lookupByName(node)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        for name in (POOL, LOCAL_POOL):
+            try:
+                pool = conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                continue
             if not pool.isActive():
                 pool.create(0)
             pool.refresh(0)
@@ -111,10 +115,11 @@ def _cleanup() -> None:
                 pool.undefine()
     finally:
         conn.close()
-    # Keys, known_hosts and the ssh wrapper provision keeps for this inventory; the pool's lock.
+    # Keys, known_hosts and the ssh wrapper provision keeps for this inventory; the pools' locks.
     shutil.rmtree(STATE / "inventories" / INVENTORY_NAME, ignore_errors=True)
-    for lock in (STATE / "locks").glob(f"pool-{POOL}-*.lock"):
-        lock.unlink(missing_ok=True)
+    for name in (POOL, LOCAL_POOL):
+        for lock in (STATE / "locks").glob(f"pool-{name}-*.lock"):
+            lock.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +228,39 @@ def test_up_defines_the_node_over_the_transport_without_starting_it(
         check=False,
     )
     assert gone.returncode != 0 and "failed to get domain" in gone.stderr, gone.stderr
+
+
+def test_one_run_converges_nodes_on_two_hypervisors(
+    sshd: Sshd, tmp_path: Path, golden_image: object
+) -> None:
+    """A remote hypervisor (pinned qemu+ssh) and the local one in one `up`: each gets its pool,
+    golden artifacts and node, concurrently, under one run lock per hypervisor."""
+    path = write_inventory(
+        tmp_path / "inv.yaml", _uri("qemu+ssh", sshd), sshd.known_hosts(), sshd.identity
+    )
+    doc = yaml.safe_load(path.read_text())
+    doc["hypervisors"]["local"] = {
+        "uri": "qemu:///system",
+        "pool_name": LOCAL_POOL,
+        "pool_path": str(STATE / "remote-it-local-pool"),
+    }
+    doc["nodes"][LOCAL_NODE] = {"ssh_port": PORT + 1, "hypervisor": "local"}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    run = provision("up", "--no-start", "-i", str(path), "--no-verify", "--json")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    events = [json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"t"')]
+    prepared = {e["detail"] for e in events if e["phase"] == "preflight" and e["status"] == "done"}
+    assert prepared == {"remote", "local"}, prepared
+    defined = {e["node"] for e in events if e["phase"] == "define" and e["status"] == "done"}
+    assert defined == {NODE, LOCAL_NODE}
+    locks = sorted(p.name for p in (STATE / "inventories" / INVENTORY_NAME / "locks").iterdir())
+    assert locks == ["local.lock", "remote.lock"]
+
+    plan = provision("plan", "-i", str(path), "--json")
+    assert {n["node"]: n["action"] for n in json.loads(plan.stdout)["nodes"]} == {
+        NODE: "nothing",
+        LOCAL_NODE: "nothing",
+    }
+    down = provision("down", "-i", str(path), "--purge")
+    assert down.returncode == 0, down.stdout + down.stderr
