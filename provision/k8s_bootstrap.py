@@ -102,6 +102,11 @@ def bootstrap(
     if k8s is None or not first:
         return []
     k8s_nodes = [n for n in nodes if is_k8s(n)]
+    if second and not any(Role.K8S_CONTROL_PLANE in n.roles for n in k8s_nodes):
+        raise KubernetesError(
+            "the Kubernetes bootstrap needs the control-plane node in the run",
+            hint="run `up` without --nodes, or include the control plane",
+        )
     if k8s.install is K8sInstall.BUNDLE and k8s.bundle is not None:
         bundle_check = f"{SCRIPTS_DIR}/bundle"
         for node in k8s_nodes:
