@@ -43,6 +43,13 @@ def script(name: str) -> str:
     return (SCRIPTS_SRC / name).read_text()
 
 
+def private_dirs(inv: Inventory, node: Node) -> tuple[str, ...]:
+    """Directories made 0700 root on a Kubernetes node (k8s_config.DIRECTORIES)."""
+    if inv.kubernetes is None or not is_k8s(node):
+        return ()
+    return tuple(d for d, mode in k8s_config.DIRECTORIES if mode == 0o700)
+
+
 def seed_files(inv: Inventory, node: Node) -> tuple[SeedFile, ...]:
     """The files a Kubernetes node's seed writes, beyond the hardening set; () for other nodes."""
     k8s = inv.kubernetes

@@ -222,6 +222,7 @@ def render(
                     f"{node.name}-{digest[:12]}",
                     verifier_key,
                     role_files,
+                    k8s_seed.private_dirs(inventory, node),
                 ),
                 host_key_public=key.public,
             )

@@ -168,6 +168,7 @@ def render_seed(
     instance_id: str,
     verifier_key: str | None = None,
     extra: tuple[SeedFile, ...] = (),
+    private_dirs: tuple[str, ...] = (),
 ) -> Seed:
     """The node's seed. Without `verifier_key` the verifier account exists but cannot log in.
 
@@ -183,6 +184,7 @@ def render_seed(
         verifier_user=hardening.VERIFIER_USER,
         verifier_keys=[verifier_key] if verifier_key else [],
         files=files,
+        private_dirs=private_dirs,
     )
     meta_data = render_template("meta-data.yaml.j2", node=node, instance_id=instance_id)
     network_config = render_template("network-config.yaml.j2", node=node, network=network)
