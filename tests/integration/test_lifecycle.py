@@ -130,7 +130,8 @@ def test_node_answers_with_pinned_key_and_cloud_init_finished(
 def test_seed_is_detached_and_deleted(conn: libvirt.virConnect, first_up: Run) -> None:
     dom = conn.lookupByName(NODE)
     for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
-        assert "seed" not in dom.XMLDesc(flags)
+        assert f"{NODE}-seed.img" not in dom.XMLDesc(flags)  # (metadata names a "seed" field)
+        assert 'dev="vdb"' not in dom.XMLDesc(flags).replace("'", '"')
     pool = conn.storagePoolLookupByName(POOL)
     pool.refresh(0)
     assert f"{NODE}-seed.img" not in pool.listVolumes()
