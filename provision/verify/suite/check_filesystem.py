@@ -343,14 +343,16 @@ FS_08 = check(
 )
 
 
-def _require_kubernetes(host: Host) -> None:
-    if not host.file("/etc/kubernetes").is_directory:
-        pytest.skip("N/A: no /etc/kubernetes: the Kubernetes bootstrap has not run on this node")
+def _require_kubernetes(facts: Facts) -> None:
+    # /etc/kubernetes exists from first boot (the seed's cluster configuration): kubeadm has run
+    # once the kubelet has its kubeconfig or config.
+    if not stat_paths(facts, "/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/config.yaml"):
+        pytest.skip("N/A: kubeadm has not run on this node (no kubelet kubeconfig or config)")
 
 
 @FS_08
-def test_k8s_config_file_modes(host: Host, facts: Facts) -> None:
-    _require_kubernetes(host)
+def test_k8s_config_file_modes(facts: Facts) -> None:
+    _require_kubernetes(facts)
     found = stat_paths(facts, *K8S_CONF_FILES)
     assert found, "none of the kubeadm kubeconfigs or the kubelet config exists"
     for st in found.values():
@@ -358,8 +360,8 @@ def test_k8s_config_file_modes(host: Host, facts: Facts) -> None:
 
 
 @FS_08
-def test_k8s_tree_modes(host: Host, facts: Facts) -> None:
-    _require_kubernetes(host)
+def test_k8s_tree_modes(facts: Facts) -> None:
+    _require_kubernetes(facts)
     # `find-stat DIR...` (root): `%p %u:%g %m` for everything under each directory.
     found = parse_stat(facts("find-stat", *K8S_TREES))
     bad = []
@@ -373,8 +375,8 @@ def test_k8s_tree_modes(host: Host, facts: Facts) -> None:
 
 
 @FS_08
-def test_k8s_etcd_data_dir(host: Host, facts: Facts, node: Profile) -> None:
-    _require_kubernetes(host)
+def test_k8s_etcd_data_dir(facts: Facts, node: Profile) -> None:
+    _require_kubernetes(facts)
     if "cp" not in node.roles:
         pytest.skip("N/A: etcd runs on control-plane nodes only")
     st = stat_paths(facts, "/var/lib/etcd").get("/var/lib/etcd")
@@ -384,7 +386,7 @@ def test_k8s_etcd_data_dir(host: Host, facts: Facts, node: Profile) -> None:
 
 @FS_08
 def test_k8s_kubelet_units(host: Host, facts: Facts) -> None:
-    _require_kubernetes(host)
+    _require_kubernetes(facts)
     shown = host.check_output(
         "systemctl show -p FragmentPath -p DropInPaths --value kubelet.service"
     ).split()
