@@ -177,11 +177,15 @@ def _converge_all(
     once = {name: _Once() for name in groups}
     slots = threading.BoundedSemaphore(max(1, parallel))
     outcome: dict[str, bool | BaseException] = {}
+    # Completion is signalled by events, not Thread.join: in Python 3.11 a KeyboardInterrupt
+    # that lands in join() can mark a running thread as stopped (CPython gh-90882), and the
+    # grace period below would then not wait for it.
+    finished = {r.node.name: threading.Event() for r in rendered.nodes}
 
     def work(r: render.NodeRender) -> None:
-        with slots:
-            hv = r.hypervisor
-            try:
+        try:
+            with slots:
+                hv = r.hypervisor
                 with hypervisor.connect(app.hypervisor_uri(inv, hv)) as conn:
                     once[hv.name].run(
                         lambda: lifecycle.prepare_hypervisor(
@@ -191,27 +195,25 @@ def _converge_all(
                     outcome[r.node.name] = lifecycle.converge_node(
                         conn, inv, r, plans[r.node.name], guard, opts
                     )
-            except BaseException as exc:  # reported per node; the others carry on
-                outcome[r.node.name] = exc
+        except BaseException as exc:  # reported per node; the others carry on
+            outcome[r.node.name] = exc
+        finally:
+            finished[r.node.name].set()
 
-    threads = [
+    for r in rendered.nodes:
         # Daemon threads: after an interrupt's grace period the process exits without them; an
         # unfinished phase is what the next run converges.
-        threading.Thread(target=work, args=(r,), name=r.node.name, daemon=True)
-        for r in rendered.nodes
-    ]
-    for t in threads:
-        t.start()
+        threading.Thread(target=work, args=(r,), name=r.node.name, daemon=True).start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)  # short joins keep the main thread responsive to SIGINT
+        for done in finished.values():
+            while not done.wait(0.2):  # short waits keep the main thread responsive to SIGINT
+                pass
     except KeyboardInterrupt:
         guard.cancelled.set()
         guard.say(Event("*", "interrupt", "warn", detail="stopping nodes at their next phase"))
         deadline = time.monotonic() + INTERRUPT_GRACE_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for done in finished.values():
+            done.wait(max(0.0, deadline - time.monotonic()))
         raise Interrupted("interrupted", hint="re-run `provision up` to converge") from None
 
     changed, unchanged, failed = [], [], []
