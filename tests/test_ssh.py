@@ -6,9 +6,6 @@ only root and openssh-server (which .ci/run installs): without them they fail, n
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +17,7 @@ from provision import hostkeys, ssh
 from provision.errors import CommandError, SSHError
 from provision.hostkeys import KeyPair
 from provision.process import run
-
-SSHD = Path("/usr/sbin/sshd")
-HOST = "127.0.0.1"
+from tests.sshd import HOST, free_port, running_sshd
 
 
 @dataclass(frozen=True)
@@ -50,70 +45,11 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.geteuid() != 0 or not SSHD.exists():
-        pytest.fail("tests/test_ssh.py needs root and /usr/sbin/sshd (openssh-server): see .ci/run")
-    # sshd refuses to start without its privilege separation directory, which systemd's unit
-    # would normally create; this machine has no systemd.
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    tmp = tmp_path_factory.mktemp("sshd")
-    host_key = hostkeys.generate("test-node")
-    hostkeys.write_private(tmp / "host_ed25519", host_key.private)
-    run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", tmp / "host_ecdsa"])
-    client = hostkeys.generate("test-operator")
-    hostkeys.write_private(tmp / "client_ed25519", client.private)
-    (tmp / "authorized_keys").write_text(client.public + "\n")
-    port = _free_port()
-    config = tmp / "sshd_config"
-    config.write_text(
-        f"Port {port}\n"
-        f"ListenAddress {HOST}\n"
-        f"HostKey {tmp / 'host_ed25519'}\n"
-        f"HostKey {tmp / 'host_ecdsa'}\n"
-        f"PidFile {tmp / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "PermitRootLogin prohibit-password\n"
-        "UsePAM no\n"
-        "StrictModes no\n"
-        "Subsystem sftp internal-sftp\n"
-        "LogLevel VERBOSE\n"
-    )
-    run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
-    log = tmp / "sshd.log"
-    with log.open("w") as log_file:
-        # A long-running daemon: process.run() waits for its child, so Popen is used here.
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=log_file)
-    try:
-        _wait_listening(port, proc, log)
-        yield Server(
-            port, host_key, (tmp / "host_ecdsa.pub").read_text(), tmp / "client_ed25519", log, tmp
-        )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"sshd did not listen on {HOST}:{port}:\n{log.read_text()}")
+    with running_sshd(tmp_path_factory.mktemp("sshd"), ecdsa=True) as sshd:
+        assert sshd.ecdsa_public is not None
+        yield Server(sshd.port, sshd.host_key, sshd.ecdsa_public, sshd.identity, sshd.log, sshd.tmp)
 
 
 # --- running commands ---------------------------------------------------------------------------
@@ -252,7 +188,7 @@ def test_missing_identity_file_is_an_ssh_error(server: Server, tmp_path: Path) -
 
 
 def test_wait_for_ssh_gives_up_on_a_closed_port_at_its_deadline(server: Server) -> None:
-    closed = ssh.Target(HOST, _free_port(), "root", server.identity, server.tmp / "known_hosts")
+    closed = ssh.Target(HOST, free_port(), "root", server.identity, server.tmp / "known_hosts")
     progress: list[str] = []
     t0 = time.monotonic()
     with pytest.raises(ssh.UnreachableError, match="gave up after 2s") as exc:

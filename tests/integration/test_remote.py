@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from provision import hostkeys
-from tests.integration.sshd import Sshd, running_sshd
+from tests.sshd import Sshd, running_sshd
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,10 @@
-"""A throwaway OpenSSH server on 127.0.0.1 that plays a remote hypervisor's sshd.
+"""A throwaway OpenSSH server on 127.0.0.1: the SSH boundary's tests (tests/test_ssh.py) log in to
+it, and the remote-hypervisor tests use it as a hypervisor's sshd.
 
-It runs as root on a free loopback port with its own generated ed25519 host key and accepts only
-one generated client key, so a login in its log proves a connection really went over SSH. Without
-root or openssh-server the caller fails (never skips): CI's setup.sh installs openssh-server.
+It runs as root on a free loopback port with its own generated ed25519 host key (plus, on
+request, an ECDSA one that must never be accepted) and accepts only one generated client key, so
+a login in its log proves a connection really went over SSH. Without root or openssh-server the
+caller fails (never skips): CI's setup.sh installs openssh-server.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Sshd:
     identity: Path  # private half of the only authorized client key
     log: Path  # sshd's own log (-e: everything it would send to syslog)
     tmp: Path
+    ecdsa_public: str | None = None  # a second real host key, never the pinned one
 
     def known_hosts(self, public: str | None = None, name: str = "known_hosts") -> Path:
         """A known_hosts file pinning `public` (default: the real host key) for this server."""
@@ -52,7 +55,7 @@ class Sshd:
         return [line for line in self.log_text().splitlines() if _ACCEPTED.search(line)]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
@@ -76,7 +79,7 @@ def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path) -> Non
 
 
 @contextmanager
-def running_sshd(tmp: Path) -> Iterator[Sshd]:
+def running_sshd(tmp: Path, *, ecdsa: bool = False) -> Iterator[Sshd]:
     """Start sshd with everything (keys, config, pid file, log) under `tmp`; stop it afterwards."""
     if os.geteuid() != 0:
         pytest.fail("the throwaway sshd must run as root (it logs in as root)")
@@ -91,13 +94,17 @@ def running_sshd(tmp: Path) -> Iterator[Sshd]:
     client = hostkeys.generate("provision-test-operator")
     hostkeys.write_private(tmp / "client_ed25519", client.private)
     (tmp / "authorized_keys").write_text(client.public + "\n")
-    port = _free_port()
+    host_keys = [tmp / "host_ed25519"]
+    if ecdsa:
+        run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", tmp / "host_ecdsa"])
+        host_keys.append(tmp / "host_ecdsa")
+    port = free_port()
     config = tmp / "sshd_config"
     config.write_text(
         f"Port {port}\n"
         f"ListenAddress {HOST}\n"
-        f"HostKey {tmp / 'host_ed25519'}\n"
-        f"PidFile {tmp / 'sshd.pid'}\n"
+        + "".join(f"HostKey {k}\n" for k in host_keys)
+        + f"PidFile {tmp / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
         "AuthenticationMethods publickey\n"
         "PasswordAuthentication no\n"
@@ -108,6 +115,7 @@ def running_sshd(tmp: Path) -> Iterator[Sshd]:
         # The keys live under pytest's tmp dir, below the world-writable /tmp: StrictModes would
         # refuse the authorized_keys file for that reason alone.
         "StrictModes no\n"
+        "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
     )
     run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
@@ -117,7 +125,8 @@ def running_sshd(tmp: Path) -> Iterator[Sshd]:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=log_file)
     try:
         _wait_for_banner(port, proc, log)
-        yield Sshd(port, host_key, tmp / "client_ed25519", log, tmp)
+        ecdsa_public = (tmp / "host_ecdsa.pub").read_text() if ecdsa else None
+        yield Sshd(port, host_key, tmp / "client_ed25519", log, tmp, ecdsa_public)
     finally:
         proc.terminate()
         try:
