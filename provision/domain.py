@@ -268,15 +268,20 @@ def pool_xml(hypervisor: Hypervisor) -> str:
     return _text(pool)
 
 
-def overlay_volume_xml(node: Node, hypervisor: Hypervisor, golden: GoldenRef) -> str:
-    """The node's disk: a qcow2 overlay whose backing store is the golden base volume."""
+def _qcow2_volume(name: str, gib: int) -> ET.Element:
     vol = ET.Element("volume", type="file")
-    _sub(vol, "name", disk_volume(node))
-    _sub(vol, "capacity", str(node.disk_gib), unit="GiB")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(gib), unit="GiB")
     target = _sub(vol, "target")
     _sub(target, "format", type="qcow2")
     perms = _sub(target, "permissions")
     _sub(perms, "mode", "0600")
+    return vol
+
+
+def overlay_volume_xml(node: Node, hypervisor: Hypervisor, golden: GoldenRef) -> str:
+    """The node's disk: a qcow2 overlay whose backing store is the golden base volume."""
+    vol = _qcow2_volume(disk_volume(node), node.disk_gib)
     backing = _sub(vol, "backingStore")
     _sub(backing, "path", f"{hypervisor.pool_path.rstrip('/')}/{golden.base_volume}")
     _sub(backing, "format", type="qcow2")
@@ -284,14 +289,7 @@ def overlay_volume_xml(node: Node, hypervisor: Hypervisor, golden: GoldenRef) ->
 
 
 def data_volume_xml(node: Node) -> str:
-    vol = ET.Element("volume", type="file")
-    _sub(vol, "name", data_volume(node))
-    _sub(vol, "capacity", str(node.data_disk_gib), unit="GiB")
-    target = _sub(vol, "target")
-    _sub(target, "format", type="qcow2")
-    perms = _sub(target, "permissions")
-    _sub(perms, "mode", "0600")
-    return _text(vol)
+    return _text(_qcow2_volume(data_volume(node), node.data_disk_gib))
 
 
 def raw_volume_xml(name: str, size: int, mode: str = "0600") -> str:

@@ -9,6 +9,7 @@ the login user's shell.
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import select
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import paramiko
 
@@ -160,25 +161,18 @@ class Session:
     def put(self, path: str, data: bytes, mode: int) -> None:
         """Write a file on the node with `mode` set before any data is in it, then rename it into
         place, so a secret is never readable with the server's default mode, even briefly."""
+        self._put(path, io.BytesIO(data), mode, f"could not write {path}", "")
+
+    def put_file(self, path: str, source: Path, mode: int) -> None:
+        """Like put, streaming a local file (no copy in memory)."""
+        with source.open("rb") as src:
+            self._put(path, src, mode, f"could not copy {source} to {path}", "the free space and ")
+
+    def _put(self, path: str, src: BinaryIO, mode: int, what: str, check: str) -> None:
         tmp = f"{path}.provision-{secrets.token_hex(4)}"
         try:
             with self._client.open_sftp() as sftp:
                 with sftp.open(tmp, "wbx") as f:  # x: never write through an existing file
-                    f.chmod(mode)
-                    f.write(data)
-                sftp.posix_rename(tmp, path)
-        except (paramiko.SSHException, OSError) as exc:
-            raise SSHError(
-                f"could not write {path} on {self.target.address}: {exc}",
-                hint=f"check that {self.target.user} may write there",
-            ) from exc
-
-    def put_file(self, path: str, source: Path, mode: int) -> None:
-        """Like put, streaming a local file (no copy in memory)."""
-        tmp = f"{path}.provision-{secrets.token_hex(4)}"
-        try:
-            with self._client.open_sftp() as sftp, source.open("rb") as src:
-                with sftp.open(tmp, "wbx") as f:
                     f.chmod(mode)
                     f.set_pipelined(True)
                     while chunk := src.read(1 << 20):
@@ -186,8 +180,8 @@ class Session:
                 sftp.posix_rename(tmp, path)
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(
-                f"could not copy {source} to {path} on {self.target.address}: {exc}",
-                hint=f"check the free space there and that {self.target.user} may write there",
+                f"{what} on {self.target.address}: {exc}",
+                hint=f"check {check}that {self.target.user} may write there",
             ) from exc
 
     def get(self, path: str) -> bytes:
