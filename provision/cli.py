@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -487,7 +489,19 @@ COMMANDS = {
 }
 
 
+def take_sigint() -> None:
+    """Make SIGINT raise KeyboardInterrupt, whatever disposition this process inherited.
+
+    A shell starts the background jobs of a script with SIGINT ignored, and Python keeps an
+    inherited SIG_IGN: `up` would then lose Ctrl-C and `kill -INT` and run on to the end. Every
+    phase is safe to interrupt (the run exits 130, a re-run converges), so a SIGINT always stops it.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    take_sigint()
     args = parser().parse_args(argv)
     try:
         return COMMANDS[Verb(args.verb)](args)

@@ -91,3 +91,46 @@ def test_pool_lock_serialises_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert most == 1
+
+
+def test_sigint_stops_a_run_that_inherited_sigint_ignored(tmp_path: Path) -> None:
+    """Issue #12: a shell starts a script's background jobs with SIGINT ignored; `provision`
+    must still stop on SIGINT (exit 130) instead of running on. Real process, real signal: the
+    run waits on a real run lock held here, so it is certainly mid-run when the signal lands."""
+    import signal
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "inventories" / "local.yaml").read_text()
+    text = text.replace("state_dir: /var/lib/provision", f"state_dir: {tmp_path}")
+    text = text.replace("playbooks: [../playbooks/post-boot.yaml]", "")
+    inv_path = tmp_path / "local.yaml"
+    inv_path.write_text(text)
+    held = _holder(tmp_path / "inventories" / "local" / "locks" / "local.lock", 60)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "provision.cli",
+            "down",
+            "-i",
+            str(inv_path),
+            "--json",
+            "--wait-lock",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert run.stdout is not None
+        line = run.stdout.readline()  # the lock event: the run is now waiting mid-run
+        assert '"lock"' in line and "waiting up to 60s" in line, line
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 130, run.stderr.read() if run.stderr else ""
+    finally:
+        run.kill()
+        held.kill()
+        held.wait()

@@ -4,6 +4,9 @@
 
 The signal is real (os.kill); the hook only decides *when*, so an interruption lands inside the
 named phase instead of wherever a reader of the output happens to catch up with it.
+
+The run starts with SIGINT ignored, as a script's background job does (issue #12: that is how
+the suite once lost its SIGINT and `up` ran on): `provision` must take SIGINT back itself.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def main() -> int:
             os.kill(os.getpid(), sig)
 
     progress.Progress.__call__ = hooked  # type: ignore[method-assign]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return cli.main(argv)
 
 
