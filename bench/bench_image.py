@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from provision import app, image
-from provision.process import run
+from provision.boundary.process import run
+from provision.cli import app
+from provision.image import image
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from provision import app, domain, seediso
-from provision.process import run
+from provision.boundary.process import run
+from provision.cli import app
+from provision.desired import domain, seediso
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE, PORT, POOL = "pv-bench1", 10222, "provision-bench"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provision import hostkeys, inventory, render
-from provision.golden import GoldenRef
-from provision.model import Accel, Inventory
+from provision.config import inventory
+from provision.core.model import Accel, Inventory
+from provision.desired import hostkeys, render
+from provision.desired.golden import GoldenRef
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "inventories" / "local.yaml"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import hostkeys
-from provision.hostkeys import KeyPair
-from provision.process import run
+from provision.boundary.process import run
+from provision.desired import hostkeys
+from provision.desired.hostkeys import KeyPair
 
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from provision.facts import choose_accel, cpu_flags
-from provision.model import Accel
+from provision.core.model import Accel
+from provision.desired.facts import choose_accel, cpu_flags
 
 # Recorded from this CI machine: /dev/kvm exists but the CPU shows no vmx/svm.
 NO_VMX = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep hypervisor\n"

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from provision import hardening, inventory
-from provision.model import DockerMode, Node, Role
+from provision.baseline import hardening
+from provision.config import inventory
+from provision.core.model import DockerMode, Node, Role
 from tests.helpers import LOCAL
 
 BASE = inventory.load(LOCAL).nodes[0]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import image, sbom
-from provision.errors import ImageError
-from provision.model import ImageSpec
+from provision.core.errors import ImageError
+from provision.core.model import ImageSpec
+from provision.image import image, sbom
 
 SPEC = ImageSpec(
     name="bookworm-node",

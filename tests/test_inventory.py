@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision import inventory, settings
-from provision.errors import ConfigError
-from provision.model import DockerMode, NetworkMode, Role, Waiver
+from provision.config import inventory, settings
+from provision.core.errors import ConfigError
+from provision.core.model import DockerMode, NetworkMode, Role, Waiver
 from tests.helpers import LOCAL, OSLO, load_text
 
 VALID = """\

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from provision import inventory, k8s_bootstrap, k8s_seed
-from provision.errors import ProvisionError
-from provision.model import Inventory, K8sInstall, Kubernetes
-from provision.playbook import CommandResult
+from provision.config import inventory
+from provision.config.playbook import CommandResult
+from provision.core.errors import ProvisionError
+from provision.core.model import Inventory, K8sInstall, Kubernetes
+from provision.kubernetes import k8s_bootstrap, k8s_seed
 from tests.helpers import OSLO
 
 

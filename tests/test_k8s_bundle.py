@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import k8s_bundle, k8s_pins
-from provision.errors import ProvisionError
-from provision.k8s_bundle import BundleError, verify_bundle
+from provision.core.errors import ProvisionError
+from provision.kubernetes import k8s_bundle, k8s_pins
+from provision.kubernetes.k8s_bundle import BundleError, verify_bundle
 
 VERSION = "1.34.4"
 

@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
-from provision import inventory
-from provision import k8s_config as kc
-from provision.model import AllowRule, K8sInstall, Kubernetes, Role, WorkloadNamespace
+from provision.config import inventory
+from provision.core.model import AllowRule, K8sInstall, Kubernetes, Role, WorkloadNamespace
+from provision.kubernetes import k8s_config as kc
 from tests.helpers import LOCAL
 
 SCHEMAS = Path(kc.__file__).parent / "k8s_schemas"

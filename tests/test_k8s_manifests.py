@@ -11,9 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from provision import k8s_config, netpol
-from provision import k8s_manifests as km
-from provision.model import AllowRule, K8sInstall, Kubernetes, WorkloadNamespace
+from provision.core.model import AllowRule, K8sInstall, Kubernetes, WorkloadNamespace
+from provision.kubernetes import k8s_config, netpol
+from provision.kubernetes import k8s_manifests as km
 
 WEB = AllowRule(
     name="web",

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from provision import k8s_pins
-from provision.errors import ProvisionError
-from provision.k8s_pins import PinError
+from provision.core.errors import ProvisionError
+from provision.kubernetes import k8s_pins
+from provision.kubernetes.k8s_pins import PinError
 
 ALL = [p for pins in k8s_pins.PINS.values() for p in pins]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from provision import k8s_bundle
-from provision.process import Result, run
+from provision.boundary.process import Result, run
+from provision.kubernetes import k8s_bundle
 from tests.test_k8s_bundle import (
     FAKE_PINS,
     Odd,

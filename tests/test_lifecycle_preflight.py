@@ -6,8 +6,11 @@ import dataclasses
 
 import pytest
 
-from provision import hypervisor, image, inventory, lifecycle
-from provision.errors import HypervisorError
+from provision.boundary import hypervisor
+from provision.config import inventory
+from provision.converge import lifecycle
+from provision.core.errors import HypervisorError
+from provision.image import image
 from tests.helpers import GOLDEN, LOCAL, render_inv
 
 POOL = "default-pool"  # the test driver's built-in pool: 100 GiB free

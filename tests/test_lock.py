@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from provision import lock
+from provision.state import lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from provision import lock
+from provision.state import lock
 with lock.hold([("inventory x on hypervisor h", Path(sys.argv[1]))], "provision up -i x", 0, print):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

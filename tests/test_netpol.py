@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from provision.netpol import (
+from provision.kubernetes.netpol import (
     CoverageReport,
     DecoyKind,
     Status,

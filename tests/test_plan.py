@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from provision import app, domain, inventory, policy, render
-from provision.hypervisor import connect
-from provision.model import Hypervisor, Inventory, Waiver
-from provision.plan import Action
+from provision.boundary.hypervisor import connect
+from provision.cli import app
+from provision.config import inventory
+from provision.core.model import Hypervisor, Inventory, Waiver
+from provision.desired import domain, policy, render
+from provision.desired.plan import Action
 from tests.helpers import LOCAL, render_inv
 
 TEST_URI = "test:///default"  # one shared in-process hypervisor per test process
@@ -125,7 +127,7 @@ def test_domain_of_another_inventory_is_refused(conn: libvirt.virConnect) -> Non
 
 
 def test_unreachable_hypervisor_is_one_clear_error() -> None:
-    from provision.errors import HypervisorError
+    from provision.core.errors import HypervisorError
 
     with pytest.raises(HypervisorError) as exc, connect("qemu+unix:///system?socket=/nonexistent"):
         pass

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from provision import playbook
-from provision.errors import ConfigError, ProvisionError
-from provision.model import Admin, DockerMode, Node, Role
-from provision.playbook import CommandResult, PlaybookError, PutAction
-from provision.process import run as run_local
+from provision.boundary.process import run as run_local
+from provision.config import playbook
+from provision.config.playbook import CommandResult, PlaybookError, PutAction
+from provision.core.errors import ConfigError, ProvisionError
+from provision.core.model import Admin, DockerMode, Node, Role
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "playbooks"

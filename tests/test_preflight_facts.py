@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from provision.facts import block_device_is_nvme, untraversable
+from provision.desired.facts import block_device_is_nvme, untraversable
 
 
 def _sysfs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from provision.process import run
+from provision.boundary.process import run
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

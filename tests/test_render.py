@@ -14,10 +14,12 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from provision import domain, hardening, hostkeys, inventory, render, seed
-from provision.golden import UNRESOLVED
-from provision.model import Accel, Waiver
-from provision.process import run
+from provision.baseline import hardening
+from provision.boundary.process import run
+from provision.config import inventory
+from provision.core.model import Accel, Waiver
+from provision.desired import domain, hostkeys, render, seed
+from provision.desired.golden import UNRESOLVED
 from tests.helpers import (
     ADMIN_KEY,
     GOLDEN,

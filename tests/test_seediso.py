@@ -10,10 +10,10 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from provision import seediso
-from provision.process import run
-from provision.secret import Secret
-from provision.seed import Seed
+from provision.boundary.process import run
+from provision.core.secret import Secret
+from provision.desired import seediso
+from provision.desired.seed import Seed
 
 FILES = {
     "user-data": "#cloud-config\nssh_keys:\n  ed25519_private: |\n    SECRET-KEY-MATERIAL\n",

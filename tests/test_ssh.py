@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from provision import hostkeys, ssh
-from provision.errors import CommandError, SSHError
-from provision.hostkeys import KeyPair
-from provision.process import run
+from provision.boundary import ssh
+from provision.boundary.process import run
+from provision.core.errors import CommandError, SSHError
+from provision.desired import hostkeys
+from provision.desired.hostkeys import KeyPair
 from tests.sshd import HOST, free_port, running_sshd
 
 

@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from provision import transport
-from provision.errors import HypervisorError
-from provision.model import Accel, Hypervisor
+from provision.boundary import transport
+from provision.core.errors import HypervisorError
+from provision.core.model import Accel, Hypervisor
 
 NASTY = "dir with space&'quote\"dq%d%%\\bs #hash"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import hardening
-from provision.model import DockerMode, Waiver
-from provision.verify import catalogue, report, suite
+from provision.baseline import catalogue, hardening
+from provision.core.model import DockerMode, Waiver
+from provision.verify import report, suite
 from provision.verify.checks import NOT_APPLICABLE, REGISTRY, Status
 from provision.verify.plugin import Outcome, Plugin, Profile, parse_sysctl_config
 from provision.verify.runner import NodeReport, fold

@@ -8,7 +8,7 @@ from typing import Any
 from testinfra.backend.base import BaseBackend, CommandResult
 from testinfra.host import Host
 
-from provision import ssh
+from provision.boundary import ssh
 
 COMMAND_TIMEOUT_S = 420.0  # a container probe under TCG took up to 140 s (import + two runs)
 

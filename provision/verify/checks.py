@@ -16,8 +16,8 @@ from typing import TypeVar
 
 import pytest
 
-from provision import hardening
-from provision.model import Node, Role
+from provision.baseline import hardening
+from provision.core.model import Node, Role
 
 
 class Status(StrEnum):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from testinfra.host import Host
 
-from provision import hardening
-from provision.model import DockerMode, Waiver
+from provision.baseline import hardening
+from provision.core.model import DockerMode, Waiver
 from provision.verify import checks
 from provision.verify.checks import Inconclusive, Status, applies
 

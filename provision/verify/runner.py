@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from provision import app, hardening, lifecycle, paths, render, ssh
-from provision.errors import ProvisionError, SSHError
-from provision.lifecycle import Emit, phase
-from provision.model import Inventory, Node, Waiver
-from provision.verify import catalogue
+from provision.baseline import catalogue, hardening
+from provision.boundary import ssh
+from provision.cli import app
+from provision.converge import lifecycle
+from provision.converge.lifecycle import Emit, phase
+from provision.core.errors import ProvisionError, SSHError
+from provision.core.model import Inventory, Node, Waiver
+from provision.desired import render
+from provision.state import paths
 from provision.verify.backend import host as pinned_host
 from provision.verify.checks import (
     REGISTRY,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import app, golden, image
+from provision.cli import app
+from provision.desired import golden
+from provision.image import image
 
 ROOT = Path(__file__).resolve().parents[2]
 # The lifecycle tests use this state dir too, so they boot the image built here.

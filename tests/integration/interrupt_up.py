@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 
-from provision import cli, progress
-from provision.lifecycle import Event
+from provision.cli import main as cli
+from provision.cli import progress
+from provision.converge.lifecycle import Event
 
 
 def main() -> int:

@@ -23,7 +23,9 @@ import libvirt
 import pytest
 import yaml
 
-from provision import app, lifecycle, ssh
+from provision.boundary import ssh
+from provision.cli import app
+from provision.converge import lifecycle
 
 pytestmark = pytest.mark.integration
 

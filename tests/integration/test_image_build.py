@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from provision import app, golden, image
-from provision.process import run
+from provision.boundary.process import run
+from provision.cli import app
+from provision.desired import golden
+from provision.image import image
 from tests.integration.conftest import ROOT, STATE
 
 pytestmark = pytest.mark.integration
@@ -66,7 +68,7 @@ def test_identity_is_scrubbed(golden_dir: Path, tmp_path: Path) -> None:
 
 
 def test_sbom_matches_the_package_list(golden_image: image.Manifest, golden_dir: Path) -> None:
-    from provision import sbom
+    from provision.image import sbom
 
     text = (golden_dir / "sbom.cdx.json").read_text()
     sbom.validate_sbom(text)

@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from provision import app, lifecycle, netpol, ssh
+from provision.boundary import ssh
+from provision.cli import app
+from provision.converge import lifecycle
+from provision.kubernetes import netpol
 from tests.test_k8s_bundle import good_files, write_bundle
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,14 @@ import libvirt
 import pytest
 import yaml
 
-from provision import app, hostkeys, hypervisor, image, lifecycle, paths, ssh
-from provision.errors import SSHError
-from provision.model import Inventory
+from provision.boundary import hypervisor, ssh
+from provision.cli import app
+from provision.converge import lifecycle
+from provision.core.errors import SSHError
+from provision.core.model import Inventory
+from provision.desired import hostkeys
+from provision.image import image
+from provision.state import paths
 
 pytestmark = pytest.mark.integration
 

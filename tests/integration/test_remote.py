@@ -21,7 +21,7 @@ import libvirt
 import pytest
 import yaml
 
-from provision import hostkeys
+from provision.desired import hostkeys
 from tests.sshd import Sshd, running_sshd
 
 pytestmark = pytest.mark.integration

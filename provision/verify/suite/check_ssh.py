@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from testinfra.host import Host
 
-from provision import hardening
+from provision.baseline import hardening
 from provision.verify.checks import case, check
 from provision.verify.plugin import Facts, Profile
 

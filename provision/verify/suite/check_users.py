@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from testinfra.host import Host
 
-from provision import hardening
+from provision.baseline import hardening
 from provision.verify.checks import check
 from provision.verify.plugin import Facts, Profile
 

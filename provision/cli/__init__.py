@@ -1,0 +1,2 @@
+"""The command line: argument parsing, progress output, exit codes. The only layer that prints or
+exits."""

@@ -1,0 +1,531 @@
+"""The command line: parse arguments, call the use cases, print, exit. The only module that does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provision import __version__
+from provision.cli import app
+from provision.config import settings
+from provision.core.errors import ConfigError, ProvisionError, UsageError
+from provision.core.model import Inventory, Node
+from provision.desired import render
+from provision.desired.plan import Action
+
+if TYPE_CHECKING:  # imported where used: most commands never need them
+    from provision.converge.lifecycle import Emit
+    from provision.verify.runner import NodeReport
+
+DEFAULT_INVENTORY = Path("inventories/local.yaml")
+
+
+class Verb(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STATUS = "status"
+    SSH = "ssh"
+    SSH_CONFIG = "ssh-config"
+    CONSOLE = "console"
+    RENDER = "render"
+    PLAN = "plan"
+    SETTINGS = "settings"
+    IMAGE = "image"
+    VERIFY = "verify"
+    POLICY_COVERAGE = "policy-coverage"
+
+
+def _inventory_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-i",
+        "--inventory",
+        type=Path,
+        default=DEFAULT_INVENTORY,
+        help=f"inventory YAML file (default: {DEFAULT_INVENTORY})",
+    )
+    p.add_argument("--nodes", nargs="+", metavar="NODE", help="limit the command to these nodes")
+
+
+def _wait_lock_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds this inventory's hypervisors, wait up to SECONDS "
+        "(default: refuse at once, exit 3)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="provision",
+        description="Hardened KVM nodes from a YAML inventory: golden images, libvirt guests with "
+        "their own kernel, cloud-init hardening, and verification over pinned SSH.",
+        epilog="Start with `provision render -i inventories/local.yaml -o out/` to see what a "
+        "node is made of, then `provision plan` to compare it with the hypervisor.",
+    )
+    p.add_argument("--version", action="version", version=f"provision {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    u = sub.add_parser(
+        Verb.UP,
+        help="build or reuse the golden image, then create and boot nodes until SSH and "
+        "cloud-init are done",
+        description="Converge every node: golden image (cached), storage pool, one upload per "
+        "image digest, a qcow2 overlay and a NoCloud seed per node, define, start, wait for SSH "
+        "with the pinned host key, wait for cloud-init, then remove the seed. Re-running with an "
+        "unchanged inventory changes nothing. Then verify the nodes against the hardening "
+        "catalogue (as `provision verify`) unless --no-verify.",
+    )
+    _inventory_arg(u)
+    u.add_argument("--json", action="store_true", help="JSON line events on stdout")
+    u.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip `provision verify` of the nodes once they are up (it runs by default)",
+    )
+    u.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow recreating nodes whose seed, root disk size or golden rootfs changed "
+        "(new root disk and first boot; the data disk is kept)",
+    )
+    u.add_argument(
+        "--no-start",
+        action="store_true",
+        help="create volumes and define domains but leave new nodes shut off",
+    )
+    u.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="converge up to N nodes at once (default 4); pool operations stay one at a time",
+    )
+    _wait_lock_arg(u)
+
+    d = sub.add_parser(
+        Verb.DOWN,
+        help="stop and undefine nodes (disks stay unless --purge)",
+        description="Stop and undefine this inventory's domains. Domains without provision "
+        "metadata are never touched. Volumes stay unless --purge, which also removes golden "
+        "artifacts no remaining domain uses.",
+    )
+    _inventory_arg(d)
+    d.add_argument(
+        "--purge", action="store_true", help="also delete the nodes' volumes, data disks included"
+    )
+    _wait_lock_arg(d)
+    d.add_argument("--json", action="store_true", help="JSON line events on stdout")
+
+    st = sub.add_parser(Verb.STATUS, help="node, state, address, image, uptime")
+    _inventory_arg(st)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sh = sub.add_parser(
+        Verb.SSH,
+        help="SSH to a node with its pinned host key (OpenSSH, StrictHostKeyChecking yes)",
+    )
+    sh.add_argument("-i", "--inventory", type=Path, default=DEFAULT_INVENTORY)
+    sh.add_argument("node")
+    sh.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- COMMAND to run instead of a shell"
+    )
+
+    sc = sub.add_parser(
+        Verb.SSH_CONFIG,
+        help="print an OpenSSH config for the nodes (pinned known_hosts, strict checking)",
+    )
+    _inventory_arg(sc)
+
+    co = sub.add_parser(Verb.CONSOLE, help="attach to a node's serial console (libvirt stream)")
+    co.add_argument("-i", "--inventory", type=Path, default=DEFAULT_INVENTORY)
+    co.add_argument("node")
+
+    r = sub.add_parser(
+        Verb.RENDER,
+        help="write every artifact per node for review (no hypervisor needed)",
+        description="Render domain, volume, pool and network XML and the cloud-init seed of each "
+        "node into a directory, one folder per node. Files with secrets are 0600.",
+    )
+    _inventory_arg(r)
+    r.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out"),
+        help="directory (default: out)",
+    )
+
+    pl = sub.add_parser(
+        Verb.PLAN,
+        help="show what `up` would create, change or leave, per node",
+        description="Connect to each hypervisor and compare the rendered nodes with its "
+        "domains, field by field: create (absent), nothing (identical), update (in place: "
+        "labels), reboot (memory, vcpus, kernel, command line, devices), recreate (seed, root "
+        "disk size, golden rootfs: needs `up --replace`), refuse (a domain that is not ours). "
+        "`provision settings` lists the policy table.",
+    )
+    _inventory_arg(pl)
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        Verb.SETTINGS,
+        help="list every inventory setting with its type, default and meaning",
+    )
+
+    ve = sub.add_parser(
+        Verb.VERIFY,
+        help="check running nodes against the hardening catalogue (testinfra over pinned SSH)",
+    )
+    _inventory_arg(ve)
+    ve.add_argument("node", nargs="*", help="nodes to verify (default: all; same as --nodes)")
+    ve.add_argument("--json", action="store_true", help="print the report as JSON")
+    ve.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
+    ve.add_argument(
+        "-k",
+        dest="select",
+        metavar="EXPR",
+        help="only checks matching this pytest -k expression",
+    )
+
+    pc = sub.add_parser(
+        Verb.POLICY_COVERAGE,
+        help="check that every workload namespace has default-deny for Ingress and Egress",
+        description="Read NetworkPolicies (`kubectl get netpol -A -o json`, or manifests as a "
+        "JSON/YAML list) from FILE or stdin and report, for each workload namespace of the "
+        "inventory, ok / missing / decoy (allow-all, ingress-only, partial selector). Exit 1 "
+        "unless every namespace is ok.",
+    )
+    _inventory_arg(pc)
+    pc.add_argument("file", nargs="?", type=Path, help="policies as JSON or YAML (default stdin)")
+    pc.add_argument("--json", action="store_true", help="machine-readable output")
+
+    im = sub.add_parser(Verb.IMAGE, help="build, list and verify golden images")
+    im_sub = im.add_subparsers(dest="image_verb", required=True, metavar="ACTION")
+    b = im_sub.add_parser("build", help="build the inventory's golden image (cached by inputs)")
+    _inventory_arg(b)
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ls = im_sub.add_parser("list", help="list built images")
+    _inventory_arg(ls)
+    v = im_sub.add_parser("verify", help="re-hash an image's artifacts against its manifest")
+    _inventory_arg(v)
+    return p
+
+
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    rendered, warnings = app.render_inventory(inv, app.select(inv, args.nodes))
+    _warn(warnings)
+    written = render.write(rendered, args.output)
+    for r in rendered.nodes:
+        print(
+            f"{r.node.name}: {args.output / r.node.name}/ (accel {r.accel}, "
+            f"host key {r.meta.host_key_fingerprint})"
+        )
+    print(f"{len(written)} files written to {args.output}/")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    rendered, warnings = app.render_inventory(inv, app.select(inv, args.nodes))
+    plans = app.plan(rendered)
+    steps = app.plan_playbooks(inv, rendered, plans)
+    if args.json:
+        doc = {
+            "inventory": inv.name,
+            "nodes": [asdict(p) for p in plans],
+            "playbooks": [asdict(s) for s in steps],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        _warn(warnings)
+        width = max(len(p.node) for p in plans)
+        for p in plans:
+            print(f"{p.node:<{width}}  {p.action.value:<8} on {p.hypervisor}: {p.reason}")
+            for change in p.changes:
+                print(f"{'':<{width}}    ~ {change}")
+        counts = {
+            a: sum(1 for p in plans if p.action == a)
+            for a in dict.fromkeys(p.action for p in plans)
+        }
+        print("plan: " + ", ".join(f"{n} {a.value}" for a, n in counts.items()))
+        if steps:
+            print("playbook steps (ok: done; apply: would run; pending: after the node is up):")
+            for s in steps:
+                detail = f"  {s.detail}" if s.detail else ""
+                print(f"  {s.node:<{width}}  {s.playbook}/{s.step:<24} {s.status}{detail}")
+    return 1 if any(p.action is Action.REFUSE for p in plans) else 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from provision.cli.progress import Progress
+    from provision.converge import fleet, lifecycle
+    from provision.verify import report
+
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    opts = lifecycle.Options(replace=args.replace, start=not args.no_start)
+    with Progress(args.json) as progress:
+        result = fleet.up(
+            inv,
+            nodes,
+            progress,
+            opts=opts,
+            parallel=args.parallel,
+            wait_lock=args.wait_lock,
+            command=shlex.join(["provision", *sys.argv[1:]]),
+        )
+        failed = {name for name, _ in result.failed}
+        ready = tuple(n for n in nodes if n.name not in failed)
+        verify = ready and not args.no_verify and not args.no_start
+        reports = _verify(inv, ready, progress) if verify else None
+    summary = f"{len(result.changed)} changed, {len(result.unchanged)} unchanged"
+    if result.failed:
+        summary += f", {len(result.failed)} failed"
+    if args.json:
+        verified = report.as_dict(reports) if reports is not None else None
+        print(json.dumps({"summary": summary, **asdict(result), "verify": verified}))
+    else:
+        print(f"up: {summary}" + (f" ({', '.join(result.changed)})" if result.changed else ""))
+        for name, error in result.failed:
+            print(f"error: {name}: {error}", file=sys.stderr)
+        if reports is not None:
+            print(report.text(reports))
+    bad_verify = reports is not None and any(r.failed for r in reports)
+    return 1 if result.failed or bad_verify else 0
+
+
+def _verify(
+    inv: Inventory, nodes: tuple[Node, ...], emit: Emit, select: str | None = None
+) -> list[NodeReport]:
+    """Verify the nodes; expired waivers are named (they no longer apply)."""
+    from datetime import date
+
+    from provision.verify import runner
+
+    today = date.today()
+    for n in nodes:
+        for w in runner.expired(n.waivers, today):
+            print(
+                f"warning: {n.name}: waiver for {w.check_id} expired {w.expires}",
+                file=sys.stderr,
+            )
+    return runner.verify(inv, nodes, emit, today, select)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from provision.cli.progress import Progress
+    from provision.converge import fleet, lifecycle
+    from provision.state import lock
+
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, args.nodes)
+    hvs = sorted({n.hypervisor for n in nodes})
+    command = shlex.join(["provision", *sys.argv[1:]])
+    with Progress(args.json) as progress:
+
+        def waiting(message: str) -> None:
+            progress(lifecycle.Event("*", "lock", "info", detail=message))
+
+        with lock.hold(fleet.run_locks(inv, hvs), command, args.wait_lock, waiting):
+            result = lifecycle.down(inv, nodes, args.purge, progress)
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print(
+            f"down: {len(result.stopped)} stopped, {len(result.absent)} already absent, "
+            f"{len(result.purged_volumes)} volumes deleted"
+            + ("" if args.purge else " (volumes kept: --purge deletes them)")
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from provision.converge import lifecycle
+
+    inv = app.load(args.inventory)
+    rows = lifecycle.status(inv, app.select(inv, args.nodes))
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    print(f"{'NODE':<12} {'HYPERVISOR':<12} {'STATE':<9} {'ADDRESS':<22} {'IMAGE':<17} UPTIME")
+    for r in rows:
+        up = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
+        print(
+            f"{r.node:<12} {r.hypervisor:<12} {r.state:<9} {r.address:<22} "
+            f"{r.image_id or '-':<17} {up}"
+        )
+    return 0
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    print(app.ssh_config(inv, app.select(inv, args.nodes)), end="")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return app.ssh_exec(inv, args.node, command)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    inv = app.load(args.inventory)
+    return app.console_exec(inv, args.node)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from provision.cli.progress import Progress
+    from provision.verify import report
+
+    inv = app.load(args.inventory)
+    nodes = app.select(inv, [*args.node, *(args.nodes or [])] or None)
+    with Progress(False, stream=sys.stderr) as progress:
+        reports = _verify(inv, nodes, progress, args.select)
+    if args.junit:
+        args.junit.write_text(report.to_junit(reports))
+    print(report.to_json(reports) if args.json else report.text(reports))
+    return 1 if any(r.failed for r in reports) else 0
+
+
+def cmd_settings(_args: argparse.Namespace) -> int:
+    from provision.desired import policy
+
+    print(settings.reference())
+    print("\nUPDATE POLICY (what `up` does when a field changes; `provision plan` shows it)")
+    for f in policy.POLICY:
+        print(f"  {f.name:<12} {f.action.value:<9} {f.what}")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from provision.desired import golden
+    from provision.image import image
+
+    inv = app.load(args.inventory)
+    store = golden.images_dir(inv.state_dir)
+    if args.image_verb == "build":
+        manifest, built = image.build_image(
+            inv.image,
+            store,
+            progress=lambda s: print(f"image: {s}", file=sys.stderr),
+            force=args.force,
+        )
+        state = "built" if built else "cached, nothing rebuilt"
+        print(
+            f"{manifest.name} {manifest.image_id[:16]} ({state}): kernel {manifest.kernel_version}"
+        )
+        print(f"  {image.image_dir(store, inv.image)}")
+        return 0
+    if args.image_verb == "list":
+        images = image.list_images(store)
+        if not images:
+            print(f"no images in {store}")
+        for m in images:
+            print(
+                f"{m.image_id[:16]}  {m.name:<16} kernel {m.kernel_version:<20} {m.created}  "
+                f"rootfs sha256:{m.digest('rootfs.qcow2')[:16]}"
+            )
+        return 0
+    directory = image.image_dir(store, inv.image)
+    problems = image.verify_image(directory)
+    for line in problems:
+        print(f"MISMATCH {line}")
+    if not problems:
+        print(f"ok: every artifact in {directory} matches its manifest")
+    return 1 if problems else 0
+
+
+def cmd_policy_coverage(args: argparse.Namespace) -> int:
+    import yaml
+
+    from provision.kubernetes import netpol
+
+    inv = app.load(args.inventory)
+    if inv.kubernetes is None:
+        raise UsageError(f"inventory {inv.name} has no kubernetes section")
+    text = args.file.read_text() if args.file else sys.stdin.read()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the policies: {exc}") from exc
+    report = netpol.coverage(docs, [ns.name for ns in inv.kubernetes.namespaces])
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+COMMANDS = {
+    Verb.UP: cmd_up,
+    Verb.DOWN: cmd_down,
+    Verb.STATUS: cmd_status,
+    Verb.SSH: cmd_ssh,
+    Verb.SSH_CONFIG: cmd_ssh_config,
+    Verb.CONSOLE: cmd_console,
+    Verb.RENDER: cmd_render,
+    Verb.PLAN: cmd_plan,
+    Verb.SETTINGS: cmd_settings,
+    Verb.IMAGE: cmd_image,
+    Verb.VERIFY: cmd_verify,
+    Verb.POLICY_COVERAGE: cmd_policy_coverage,
+}
+
+
+def take_sigint() -> None:
+    """Make SIGINT raise KeyboardInterrupt, whatever disposition this process inherited.
+
+    A shell starts the background jobs of a script with SIGINT ignored, and Python keeps an
+    inherited SIG_IGN: `up` would then lose Ctrl-C and `kill -INT` and run on to the end. Every
+    phase is safe to interrupt (the run exits 130, a re-run converges), so a SIGINT always stops it.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    take_sigint()
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[Verb(args.verb)](args)
+    except ConfigError as exc:
+        if args.debug:
+            traceback.print_exc()
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"error: {len(exc.problems)} problem(s) in the inventory", file=sys.stderr)
+        return exc.exit_code
+    except ProvisionError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

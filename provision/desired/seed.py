@@ -1,0 +1,209 @@
+"""cloud-init NoCloud seed documents rendered from the `cloudinit/` templates: pure functions.
+
+Templates render with StrictUndefined, and every YAML document is parsed back before it is used,
+so a template mistake fails here rather than on a booting node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from provision.baseline import hardening
+from provision.core.model import Network, Node
+from provision.core.secret import Secret
+from provision.desired.hostkeys import KeyPair
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "cloudinit"
+
+
+@dataclass(frozen=True)
+class Seed:
+    """The three NoCloud documents. user-data holds the node's private host key."""
+
+    user_data: Secret
+    meta_data: str
+    network_config: str
+
+    def files(self) -> dict[str, Secret | str]:
+        return {
+            "user-data": self.user_data,
+            "meta-data": self.meta_data,
+            "network-config": self.network_config,
+        }
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, JSON and shell, not HTML: values are quoted with tojson
+    )
+
+
+def render_template(name: str, **values: object) -> str:
+    return _env().get_template(name).render(**values)
+
+
+def sysctl_conf(node: Node) -> str:
+    return render_template("sysctl.conf.j2", sysctls=hardening.sysctls(node))
+
+
+@dataclass(frozen=True)
+class SeedFile:
+    """A file cloud-init writes (write_files), owned by root."""
+
+    path: str
+    mode: str  # octal text, as cloud-init takes it
+    content: str
+
+
+# Executables among the seed files: the shell scripts tests run shellcheck on.
+HARDEN_SCRIPT = "/usr/local/sbin/provision-harden"
+ROOTLESS_SCRIPT = "/usr/local/sbin/provision-docker-rootless"
+
+
+def seed_files(node: Node) -> tuple[SeedFile, ...]:
+    """Every file the seed writes for this node, in write order; runcmd then applies them."""
+
+    def f(path: str, mode: str, template: str, **values: object) -> SeedFile:
+        return SeedFile(path, mode, render_template(template, **values).rstrip("\n"))
+
+    modules = hardening.modules(node)
+    files = [
+        SeedFile("/etc/sysctl.d/60-provision-hardening.conf", "0644", sysctl_conf(node).rstrip()),
+    ]
+    if modules:
+        files.append(
+            f("/etc/modules-load.d/provision.conf", "0644", "modules-load.conf.j2", modules=modules)
+        )
+    files += [
+        f(
+            "/etc/modprobe.d/provision-blacklist.conf",
+            "0644",
+            "modprobe-blacklist.conf.j2",
+            modules=hardening.BLACKLISTED_MODULES,
+        ),
+        f(
+            "/etc/ssh/sshd_config.d/10-provision-hardening.conf",
+            "0600",
+            "sshd-hardening.conf.j2",
+            allow_users=(node.admin.name, hardening.VERIFIER_USER),
+        ),
+        f("/etc/sudoers.d/10-provision-defaults", "0440", "sudoers-defaults.j2"),
+        f(
+            "/etc/sudoers.d/60-provision-verifier",
+            "0440",
+            "sudoers-verifier.j2",
+            verifier_user=hardening.VERIFIER_USER,
+            facts_helper=hardening.FACTS_HELPER,
+        ),
+        f(
+            hardening.FACTS_HELPER,
+            "0755",
+            "verify-facts.sh.j2",
+            workload_user=node.workload_user,
+        ),
+        f(
+            "/etc/provision/firewall.nft",
+            "0600",
+            "firewall.nft.j2",
+            ports=hardening.firewall_ports(node),
+            rootful=hardening.is_rootful(node),
+        ),
+        f(
+            "/etc/systemd/system/provision-firewall.service",
+            "0644",
+            "provision-firewall.service.j2",
+        ),
+        f("/etc/audit/rules.d/60-provision.rules", "0640", "audit.rules.j2"),
+        f("/etc/audit/auditd.conf", "0640", "auditd.conf.j2"),
+        f("/etc/systemd/journald.conf.d/60-provision.conf", "0644", "journald.conf.j2"),
+        f("/etc/systemd/system/user@.service.d/delegate.conf", "0644", "user-delegate.conf.j2"),
+    ]
+    if hardening.is_rootful(node):
+        files.append(f("/etc/docker/daemon.json", "0644", "daemon.json.j2"))
+    if hardening.has_rootless(node):
+        user = node.workload_user
+        files += [
+            f(
+                "/etc/systemd/user/docker-rootless.service",
+                "0644",
+                "docker-rootless.service.j2",
+                user=user,
+            ),
+            f(
+                "/etc/profile.d/provision-docker-rootless.sh",
+                "0644",
+                "docker-rootless-env.sh.j2",
+                user=user,
+            ),
+            f(ROOTLESS_SCRIPT, "0750", "docker-rootless.sh.j2", user=user),
+        ]
+    files.append(
+        f(
+            HARDEN_SCRIPT,
+            "0750",
+            "harden.sh.j2",
+            modules=modules,
+            admin_user=node.admin.name,
+            verifier_user=hardening.VERIFIER_USER,
+            workload_user=node.workload_user,
+        )
+    )
+    return tuple(files)
+
+
+def render_seed(
+    inventory: str,
+    node: Node,
+    network: Network,
+    host_key: KeyPair,
+    admin_keys: tuple[str, ...],
+    instance_id: str,
+    verifier_key: str | None = None,
+    extra: tuple[SeedFile, ...] = (),
+    private_dirs: tuple[str, ...] = (),
+) -> Seed:
+    """The node's seed. Without `verifier_key` the verifier account exists but cannot log in.
+
+    `extra`: role files (Kubernetes: provision.k8s_seed), written after the hardening set."""
+    files = (*seed_files(node), *extra)
+    user_data = render_template(
+        "user-data.yaml.j2",
+        inventory=inventory,
+        node=node,
+        host_key_private=host_key.private.reveal().rstrip("\n"),
+        host_key_public=host_key.public,
+        admin_keys=list(admin_keys),
+        verifier_user=hardening.VERIFIER_USER,
+        verifier_keys=[verifier_key] if verifier_key else [],
+        files=files,
+        private_dirs=private_dirs,
+    )
+    meta_data = render_template("meta-data.yaml.j2", node=node, instance_id=instance_id)
+    network_config = render_template("network-config.yaml.j2", node=node, network=network)
+    for name, text in (
+        ("user-data", user_data),
+        ("meta-data", meta_data),
+        ("network-config", network_config),
+    ):
+        _parse_back(name, text)
+    for sf in files:
+        if sf.path.endswith(".json"):
+            json.loads(sf.content)
+    return Seed(Secret(user_data), meta_data, network_config)
+
+
+def _parse_back(name: str, text: str) -> None:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # a template bug, not a user error
+        raise RuntimeError(f"rendered {name} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RuntimeError(f"rendered {name} is not a mapping")
