@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from provision.boundary.process import run
-from provision.cli import app
+from provision.config import inventory
 from provision.image import image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path(tempfile.mkdtemp(prefix="bench-img-")))
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    spec = app.load(ROOT / "inventories" / "local.yaml").image
+    spec = inventory.load(ROOT / "inventories" / "local.yaml").image
     # A distinct epoch gives a distinct cache key, so the cold build really is cold.
     spec = dataclasses.replace(spec, source_date_epoch=spec.source_date_epoch + int(time.time()))
     cold, _ = timed(image.build_image, spec, args.store)

@@ -21,7 +21,9 @@ import yaml
 
 from provision.boundary.process import run
 from provision.cli import app
+from provision.config import inventory as inventory_file
 from provision.desired import domain, seediso
+from provision.state import workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE, PORT, POOL = "pv-bench1", 10222, "provision-bench"
@@ -63,8 +65,8 @@ def down(inv: Path) -> None:
 
 def virsh_floor(inv_path: Path, tmp: Path) -> float:
     """Same artifacts, started by hand: overlay, seed upload, define, start, cloud-init done."""
-    inv = app.load(inv_path)
-    rendered, _ = app.render_inventory(inv, inv.nodes)
+    inv = inventory_file.load(inv_path)
+    rendered, _ = workspace.render_inventory(inv, inv.nodes, create_keys=True)
     r = rendered.nodes[0]
     (tmp / "vol.xml").write_text(r.overlay_xml)
     (tmp / "dom.xml").write_text(r.domain_xml)

@@ -9,8 +9,8 @@ import libvirt
 import pytest
 
 from provision.boundary.hypervisor import connect
-from provision.cli import app
 from provision.config import inventory
+from provision.converge import planning
 from provision.core.model import Hypervisor, Inventory, Waiver
 from provision.desired import domain, policy, render
 from provision.desired.plan import Action
@@ -38,14 +38,14 @@ def conn() -> Iterator[libvirt.virConnect]:
 
 
 def test_absent_domain_is_created(conn: libvirt.virConnect) -> None:
-    plans = app.plan(render_inv(_inventory("plan-absent")))
+    plans = planning.plan(render_inv(_inventory("plan-absent")))
     assert [(p.node, p.action) for p in plans] == [("plan-absent", Action.CREATE)]
 
 
 def test_identical_domain_needs_nothing(conn: libvirt.virConnect) -> None:
     rendered = render_inv(_inventory("plan-same"))
     conn.defineXMLFlags(rendered.nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-    [p] = app.plan(rendered)
+    [p] = planning.plan(rendered)
     assert p.action is Action.NOTHING, p
 
 
@@ -71,7 +71,7 @@ def test_each_change_takes_what_the_policy_says(
     inv = _inventory("plan-changed")
     conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     changed = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], **change),))
-    [p] = app.plan(render_inv(changed))
+    [p] = planning.plan(render_inv(changed))
     assert p.action is action, p
     assert {c.field for c in p.changes} == fields
     if "memory" in fields:
@@ -82,7 +82,7 @@ def test_a_waiver_changes_nothing(conn: libvirt.virConnect) -> None:
     inv = _inventory("plan-waiver")
     conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     waived = dataclasses.replace(inv.nodes[0], waivers=(Waiver("HN-SYS-01", "testing", None),))
-    [p] = app.plan(render_inv(dataclasses.replace(inv, nodes=(waived,))))
+    [p] = planning.plan(render_inv(dataclasses.replace(inv, nodes=(waived,))))
     assert p.action is Action.NOTHING
 
 
@@ -111,7 +111,7 @@ def test_foreign_domain_is_refused_and_untouched(conn: libvirt.virConnect) -> No
     )
     conn.defineXML(foreign)
     before = conn.lookupByName("plan-foreign").XMLDesc(0)
-    [p] = app.plan(render_inv(_inventory("plan-foreign")))
+    [p] = planning.plan(render_inv(_inventory("plan-foreign")))
     assert p.action is Action.REFUSE and "not ours" in p.reason
     assert conn.lookupByName("plan-foreign").XMLDesc(0) == before
 
@@ -122,7 +122,7 @@ def test_domain_of_another_inventory_is_refused(conn: libvirt.virConnect) -> Non
         render_inv(dataclasses.replace(other, name="elsewhere")).nodes[0].domain_xml,
         libvirt.VIR_DOMAIN_DEFINE_VALIDATE,
     )
-    [p] = app.plan(render_inv(other))
+    [p] = planning.plan(render_inv(other))
     assert p.action is Action.REFUSE and "elsewhere" in p.reason
 
 
@@ -149,10 +149,10 @@ def test_a_changed_node_is_redefined_in_place(conn: libvirt.virConnect) -> None:
         uuid = conn.lookupByName("plan-redefine").UUIDString()
         bigger = dataclasses.replace(inv, nodes=(dataclasses.replace(inv.nodes[0], vcpus=2),))
         rendered = render_inv(bigger)
-        assert app.plan(rendered)[0].action is Action.REBOOT
+        assert planning.plan(rendered)[0].action is Action.REBOOT
         c.define(rendered.nodes[0].booted_xml)
     assert conn.lookupByName("plan-redefine").UUIDString() == uuid
-    assert app.plan(rendered)[0].action is Action.NOTHING
+    assert planning.plan(rendered)[0].action is Action.NOTHING
 
 
 def test_a_running_node_gets_its_new_metadata_live(conn: libvirt.virConnect) -> None:
@@ -163,8 +163,8 @@ def test_a_running_node_gets_its_new_metadata_live(conn: libvirt.virConnect) -> 
         c.start("plan-live")
         relabelled = dataclasses.replace(inv.nodes[0], labels=(("owner", "other"),))
         rendered = render_inv(dataclasses.replace(inv, nodes=(relabelled,)))
-        assert app.plan(rendered)[0].action is Action.UPDATE
+        assert planning.plan(rendered)[0].action is Action.UPDATE
         c.define(rendered.nodes[0].booted_xml)
         c.set_metadata("plan-live", domain.metadata_xml(rendered.nodes[0].meta))
-        assert app.plan(rendered)[0].action is Action.NOTHING
+        assert planning.plan(rendered)[0].action is Action.NOTHING
         c.stop("plan-live")

@@ -11,7 +11,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,16 +19,9 @@ import libvirt
 from provision.boundary import transport
 from provision.core.errors import HypervisorError
 from provision.desired import domain
+from provision.desired.domain import DomainFact
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DomainFact:
-    name: str
-    active: bool
-    xml: str
-    meta: domain.NodeMeta | None  # None: the domain is not ours (no provision metadata)
 
 
 def _quiet(_ctx: object, _err: object) -> None:

@@ -49,6 +49,12 @@ _OWNED_WITH_IDENTITY = {
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def is_local(uri: str) -> bool:
+    """qemu:///system and friends: no host part, so the hypervisor is this machine."""
+    scheme, sep, rest = uri.partition("://")
+    return bool(sep) and scheme in ("qemu", "qemu+unix") and rest.startswith("/")
+
+
 def transport(uri: str) -> str | None:
     """The remote transport of a libvirt URI (`ssh` for qemu+ssh://), None for a local URI."""
     parts = urlsplit(uri)

@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING
 
 from provision import __version__
 from provision.cli import app
-from provision.config import settings
+from provision.config import inventory, settings
+from provision.converge import planning
+from provision.core import events
 from provision.core.errors import ConfigError, ProvisionError, UsageError
 from provision.core.model import Inventory, Node
 from provision.desired import render
 from provision.desired.plan import Action
+from provision.image import store
+from provision.state import keys, workspace
 
 if TYPE_CHECKING:  # imported where used: most commands never need them
-    from provision.converge.lifecycle import Emit
+    from provision.core.events import Emit
     from provision.verify.runner import NodeReport
 
 DEFAULT_INVENTORY = Path("inventories/local.yaml")
@@ -231,24 +235,24 @@ def _warn(lines: Sequence[str]) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    inv = app.load(args.inventory)
-    rendered, warnings = app.render_inventory(inv, app.select(inv, args.nodes))
+    inv = inventory.load(args.inventory)
+    rendered, warnings = workspace.render_inventory(inv, workspace.select(inv, args.nodes))
     _warn(warnings)
     written = render.write(rendered, args.output)
     for r in rendered.nodes:
-        print(
-            f"{r.node.name}: {args.output / r.node.name}/ (accel {r.accel}, "
-            f"host key {r.meta.host_key_fingerprint})"
-        )
+        key = r.meta.host_key_fingerprint
+        if keys.is_placeholder(r.host_key_public):
+            key = "placeholder (`provision up` creates it)"
+        print(f"{r.node.name}: {args.output / r.node.name}/ (accel {r.accel}, host key {key})")
     print(f"{len(written)} files written to {args.output}/")
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    inv = app.load(args.inventory)
-    rendered, warnings = app.render_inventory(inv, app.select(inv, args.nodes))
-    plans = app.plan(rendered)
-    steps = app.plan_playbooks(inv, rendered, plans)
+    inv = inventory.load(args.inventory)
+    rendered, warnings = workspace.render_inventory(inv, workspace.select(inv, args.nodes))
+    plans = planning.plan(rendered)
+    steps = planning.plan_playbooks(inv, rendered, plans)
     if args.json:
         doc = {
             "inventory": inv.name,
@@ -281,12 +285,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from provision.converge import fleet, lifecycle
     from provision.verify import report
 
-    inv = app.load(args.inventory)
-    nodes = app.select(inv, args.nodes)
+    inv = inventory.load(args.inventory)
+    nodes = workspace.select(inv, args.nodes)
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
-    inv = app.load(args.inventory)
-    nodes = app.select(inv, args.nodes)
+    inv = inventory.load(args.inventory)
+    nodes = workspace.select(inv, args.nodes)
     opts = lifecycle.Options(replace=args.replace, start=not args.no_start)
     with Progress(args.json) as progress:
         result = fleet.up(
@@ -341,14 +345,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     from provision.converge import fleet, lifecycle
     from provision.state import lock
 
-    inv = app.load(args.inventory)
-    nodes = app.select(inv, args.nodes)
+    inv = inventory.load(args.inventory)
+    nodes = workspace.select(inv, args.nodes)
     hvs = sorted({n.hypervisor for n in nodes})
     command = shlex.join(["provision", *sys.argv[1:]])
     with Progress(args.json) as progress:
 
         def waiting(message: str) -> None:
-            progress(lifecycle.Event("*", "lock", "info", detail=message))
+            progress(events.Event("*", "lock", "info", detail=message))
 
         with lock.hold(fleet.run_locks(inv, hvs), command, args.wait_lock, waiting):
             result = lifecycle.down(inv, nodes, args.purge, progress)
@@ -366,8 +370,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from provision.converge import lifecycle
 
-    inv = app.load(args.inventory)
-    rows = lifecycle.status(inv, app.select(inv, args.nodes))
+    inv = inventory.load(args.inventory)
+    rows = lifecycle.status(inv, workspace.select(inv, args.nodes))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
@@ -382,19 +386,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh_config(args: argparse.Namespace) -> int:
-    inv = app.load(args.inventory)
-    print(app.ssh_config(inv, app.select(inv, args.nodes)), end="")
+    inv = inventory.load(args.inventory)
+    print(app.ssh_config(inv, workspace.select(inv, args.nodes)), end="")
     return 0
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
-    inv = app.load(args.inventory)
+    inv = inventory.load(args.inventory)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return app.ssh_exec(inv, args.node, command)
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    inv = app.load(args.inventory)
+    inv = inventory.load(args.inventory)
     return app.console_exec(inv, args.node)
 
 
@@ -402,8 +406,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from provision.cli.progress import Progress
     from provision.verify import report
 
-    inv = app.load(args.inventory)
-    nodes = app.select(inv, [*args.node, *(args.nodes or [])] or None)
+    inv = inventory.load(args.inventory)
+    nodes = workspace.select(inv, [*args.node, *(args.nodes or [])] or None)
     with Progress(False, stream=sys.stderr) as progress:
         reports = _verify(inv, nodes, progress, args.select)
     if args.junit:
@@ -423,15 +427,14 @@ def cmd_settings(_args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from provision.desired import golden
     from provision.image import image
 
-    inv = app.load(args.inventory)
-    store = golden.images_dir(inv.state_dir)
+    inv = inventory.load(args.inventory)
+    images = store.images_dir(inv.state_dir)
     if args.image_verb == "build":
         manifest, built = image.build_image(
             inv.image,
-            store,
+            images,
             progress=lambda s: print(f"image: {s}", file=sys.stderr),
             force=args.force,
         )
@@ -439,19 +442,19 @@ def cmd_image(args: argparse.Namespace) -> int:
         print(
             f"{manifest.name} {manifest.image_id[:16]} ({state}): kernel {manifest.kernel_version}"
         )
-        print(f"  {image.image_dir(store, inv.image)}")
+        print(f"  {image.image_dir(images, inv.image)}")
         return 0
     if args.image_verb == "list":
-        images = image.list_images(store)
-        if not images:
-            print(f"no images in {store}")
-        for m in images:
+        manifests = image.list_images(images)
+        if not manifests:
+            print(f"no images in {images}")
+        for m in manifests:
             print(
                 f"{m.image_id[:16]}  {m.name:<16} kernel {m.kernel_version:<20} {m.created}  "
                 f"rootfs sha256:{m.digest('rootfs.qcow2')[:16]}"
             )
         return 0
-    directory = image.image_dir(store, inv.image)
+    directory = image.image_dir(images, inv.image)
     problems = image.verify_image(directory)
     for line in problems:
         print(f"MISMATCH {line}")
@@ -465,7 +468,7 @@ def cmd_policy_coverage(args: argparse.Namespace) -> int:
 
     from provision.kubernetes import netpol
 
-    inv = app.load(args.inventory)
+    inv = inventory.load(args.inventory)
     if inv.kubernetes is None:
         raise UsageError(f"inventory {inv.name} has no kubernetes section")
     text = args.file.read_text() if args.file else sys.stdin.read()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from provision.converge.lifecycle import Event
+from provision.core.events import Event
 
 SYMBOL = {"start": "…", "done": "✓", "fail": "✗"}
 

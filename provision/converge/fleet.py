@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.boundary import hypervisor
-from provision.cli import app
 from provision.config import playbook
-from provision.converge import lifecycle, postboot
-from provision.converge.lifecycle import Emit, Event, Options, phase
+from provision.converge import lifecycle, planning, postboot
+from provision.converge.lifecycle import Options
 from provision.core.errors import HypervisorError, Interrupted, ProvisionError, UsageError
+from provision.core.events import Emit, Event, phase
 from provision.core.model import Inventory, Node
 from provision.desired import render
 from provision.desired.plan import Action, NodePlan
 from provision.image.image import Manifest
 from provision.kubernetes import k8s_bootstrap
-from provision.state import lock, paths
+from provision.state import lock, paths, workspace
 
 DEFAULT_PARALLEL = 4
 DEFAULTS = Options()
@@ -110,10 +110,10 @@ def up(
     playbooks = load_playbooks(inv)  # a broken playbook stops the run before it changes anything
     k8s_bootstrap.preflight(inv)  # so does a Kubernetes role without pinned checksums or bundle
     manifest = lifecycle.ensure_image(inv, guard)
-    rendered, warnings = app.render_inventory(inv, nodes)
+    rendered, warnings = workspace.render_inventory(inv, nodes, create_keys=True)
     for w in warnings:
         guard(Event("*", "render", "warn", detail=w))
-    lifecycle.write_known_hosts(inv, rendered)
+    workspace.write_known_hosts(inv, rendered)
     groups = _by_hypervisor(rendered)
 
     def waiting(message: str) -> None:
@@ -121,7 +121,7 @@ def up(
 
     with lock.hold(run_locks(inv, sorted(groups)), command, wait_lock, waiting):
         with phase(guard, "*", "plan"):
-            plans = {p.node: p for p in app.plan(rendered)}
+            plans = {p.node: p for p in planning.plan(rendered)}
         _refuse_early(plans, opts)
         for p in plans.values():
             detail = p.action.value + "".join(f"; {c}" for c in p.changes)
@@ -182,7 +182,7 @@ def _converge_all(
         try:
             with slots:
                 hv = r.hypervisor
-                with hypervisor.connect(app.hypervisor_uri(inv, hv)) as conn:
+                with hypervisor.connect(workspace.hypervisor_uri(inv, hv)) as conn:
                     once[hv.name].run(
                         lambda: lifecycle.prepare_hypervisor(
                             conn, inv, groups[hv.name], manifest, rendered.golden, guard

@@ -8,49 +8,24 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.boundary import hypervisor, localhost, ssh
-from provision.cli import app
+from provision.boundary import hypervisor, localhost, ssh, transport
 from provision.core.errors import HypervisorError, ImageError, ProvisionError
+from provision.core.events import Emit, Event, phase
 from provision.core.model import Accel, Inventory, Node
 from provision.desired import domain, golden, render, seediso
 from provision.desired.facts import choose_accel, cpu_flags
 from provision.desired.plan import Action, NodePlan
-from provision.image import image
-from provision.state import lock, paths
+from provision.image import image, store
+from provision.state import lock, paths, workspace
 
 SSH_DEADLINE_S = 600.0  # TCG boots take ~35 s here; a loaded CI machine can take several times that
 CLOUD_INIT_TIMEOUT_S = 900.0
 SEED_TARGET = "vdb"
-
-
-@dataclass(frozen=True)
-class Event:
-    node: str  # "*" for work shared by several nodes (image, pool, uploads)
-    phase: str
-    status: str  # start | done | fail | info | warn
-    elapsed: float | None = None
-    detail: str = ""
-
-
-Emit = Callable[[Event], None]
-
-
-@contextmanager
-def phase(emit: Emit, node: str, name: str, detail: str = "") -> Iterator[None]:
-    emit(Event(node, name, "start", detail=detail))
-    t0 = time.monotonic()
-    try:
-        yield
-    except BaseException as exc:
-        emit(Event(node, name, "fail", time.monotonic() - t0, type(exc).__name__))
-        raise
-    emit(Event(node, name, "done", time.monotonic() - t0, detail))
 
 
 @dataclass(frozen=True)
@@ -60,49 +35,20 @@ class Options:
 
 
 def ensure_image(inv: Inventory, emit: Emit) -> image.Manifest:
-    store = golden.images_dir(inv.state_dir)
+    images = store.images_dir(inv.state_dir)
     with phase(emit, "*", "image"):
         manifest, built = image.build_image(
-            inv.image, store, progress=lambda s: emit(Event("*", "image", "info", detail=s))
+            inv.image, images, progress=lambda s: emit(Event("*", "image", "info", detail=s))
         )
         emit(Event("*", "image", "info", detail="built" if built else "cached"))
     with phase(emit, "*", "image-verify"):
-        problems = image.verify_image(image.image_dir(store, inv.image))
+        problems = image.verify_image(image.image_dir(images, inv.image))
     if problems:
         raise ImageError(
             "golden image does not match its manifest: " + "; ".join(problems),
             hint="rebuild it with `provision image build --force`",
         )
     return manifest
-
-
-def identity(inv: Inventory, node: Node) -> Path:
-    if node.admin.identity_file is not None:
-        return node.admin.identity_file
-    return paths.admin_key(inv)
-
-
-def ssh_target(inv: Inventory, r: render.NodeRender) -> ssh.Target:
-    host, port = r.ssh_address
-    return ssh.Target(
-        host=host,
-        port=port,
-        user=r.node.admin.name,
-        identity=identity(inv, r.node),
-        known_hosts=paths.known_hosts(inv),
-    )
-
-
-def write_known_hosts(inv: Inventory, rendered: render.Rendered) -> None:
-    """Merge our nodes' pinned keys into the inventory's known_hosts (other nodes' lines stay)."""
-    path = paths.known_hosts(inv)
-    ours = render.known_hosts(rendered).splitlines()
-    hosts = {line.split()[0] for line in ours}
-    kept = []
-    if path.exists():
-        kept = [x for x in path.read_text().splitlines() if x and x.split()[0] not in hosts]
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text("\n".join([*kept, *ours]) + "\n")
 
 
 @contextmanager
@@ -137,20 +83,20 @@ def preflight(
     conn: hypervisor.Connection, renders: list[render.NodeRender], emit: Emit | None = None
 ) -> None:
     hv = renders[0].hypervisor
-    if hv.require_nvme and not app.is_local(hv.uri) and emit is not None:
+    if hv.require_nvme and not transport.is_local(hv.uri) and emit is not None:
         # The pool's block device is only visible on the hypervisor itself; libvirt does not
         # report it. Say so rather than pretend the check ran.
         emit(
             Event("*", "preflight", "warn", detail=f"{hv.name}: require_nvme not checked remotely")
         )
-    if hv.accel is Accel.KVM and app.is_local(hv.uri):
+    if hv.accel is Accel.KVM and transport.is_local(hv.uri):
         choice = choose_accel(Accel.KVM, localhost.kvm_device(), cpu_flags(localhost.cpuinfo()))
         if choice.warning:
             raise HypervisorError(
                 f"{hv.name}: accel kvm requested but {choice.warning}",
                 hint="set accel: auto (or qemu) to use TCG emulation",
             )
-    if app.is_local(hv.uri):
+    if transport.is_local(hv.uri):
         pool = Path(hv.pool_path)
         blocked = localhost.qemu_cannot_traverse(pool)
         if blocked is not None:
@@ -216,7 +162,7 @@ def upload_golden(
     emit: Emit,
 ) -> None:
     """Base image, kernel and initrd go into the pool once per digest, never per node."""
-    directory = image.image_dir(golden.images_dir(inv.state_dir), inv.image)
+    directory = image.image_dir(store.images_dir(inv.state_dir), inv.image)
     have = conn.volumes(pool)
     for artifact, volume in (
         ("rootfs.qcow2", ref.base_volume),
@@ -386,7 +332,7 @@ def upload_seed(conn: hypervisor.Connection, r: render.NodeRender) -> None:
 
 
 def wait_ssh(inv: Inventory, r: render.NodeRender, emit: Emit) -> ssh.Session:
-    target = ssh_target(inv, r)
+    target = workspace.ssh_target(inv, r)
     with phase(emit, r.node.name, "ssh", f"{target.host}:{target.port}"):
         return ssh.wait_for_ssh(
             target,
@@ -431,7 +377,7 @@ def down(inv: Inventory, nodes: tuple[Node, ...], purge: bool, emit: Emit) -> Do
         by_hv.setdefault(n.hypervisor, []).append(n)
     for hv_name, hv_nodes in by_hv.items():
         hv = inv.hypervisor(hv_name)
-        with hypervisor.connect(app.hypervisor_uri(inv, hv)) as conn:
+        with hypervisor.connect(workspace.hypervisor_uri(inv, hv)) as conn:
             for n in hv_nodes:
                 fact = conn.domain(n.name)
                 if fact is not None:
@@ -479,12 +425,12 @@ class NodeStatus:
 
 
 def status(inv: Inventory, nodes: tuple[Node, ...]) -> list[NodeStatus]:
-    rendered, _ = app.render_inventory(inv, nodes)
+    rendered, _ = workspace.render_inventory(inv, nodes)
     out: list[NodeStatus] = []
     for r in rendered.nodes:
         host, port = r.ssh_address
         address = f"{host}:{port}"
-        with hypervisor.connect(app.hypervisor_uri(inv, r.hypervisor)) as conn:
+        with hypervisor.connect(workspace.hypervisor_uri(inv, r.hypervisor)) as conn:
             fact = conn.domain(r.node.name)
         if fact is None:
             out.append(NodeStatus(r.node.name, r.hypervisor.name, "absent", address, "", None))
@@ -495,7 +441,7 @@ def status(inv: Inventory, nodes: tuple[Node, ...]) -> list[NodeStatus]:
         uptime = None
         if fact.active:
             try:
-                with ssh.connect(ssh_target(inv, r), timeout=5.0) as s:
+                with ssh.connect(workspace.ssh_target(inv, r), timeout=5.0) as s:
                     uptime = float(s.run(["cat", "/proc/uptime"]).stdout.split()[0])
             except ProvisionError:
                 uptime = None

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from provision.boundary import ssh
 from provision.config import playbook
-from provision.converge.lifecycle import Emit, Event, phase, ssh_target
+from provision.core.events import Emit, Event, phase
 from provision.core.model import Inventory
 from provision.desired import render
 from provision.kubernetes import k8s_bootstrap
+from provision.state.workspace import ssh_target
 
 PLAYBOOK_COMMAND_TIMEOUT_S = 900.0
 

@@ -163,3 +163,13 @@ class Inventory:
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+
+@dataclass(frozen=True)
+class SeedFile:
+    """A file cloud-init writes (write_files), owned by root. Roles (Kubernetes) add
+    their own to the seed, so the type lives here, below both."""
+
+    path: str
+    mode: str  # octal text, as cloud-init takes it
+    content: str

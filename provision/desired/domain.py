@@ -313,3 +313,13 @@ def network_xml(network: Network) -> str:
     _sub(net, "forward", mode="bridge")
     _sub(net, "bridge", name=network.bridge)
     return _text(net)
+
+
+@dataclass(frozen=True)
+class DomainFact:
+    """What libvirt reports of a domain (boundary.hypervisor reads it; plan judges it)."""
+
+    name: str
+    active: bool
+    xml: str
+    meta: NodeMeta | None  # None: the domain is not ours (no provision metadata)

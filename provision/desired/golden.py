@@ -6,9 +6,6 @@ Before the image is built the digests are unresolved (None) and rendered as such
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-from provision.core.model import ImageSpec
 
 UNRESOLVED = "unresolved"
 
@@ -40,23 +37,3 @@ class GoldenRef:
     @property
     def initrd_volume(self) -> str:
         return f"{self.stem}.initrd"
-
-
-def images_dir(state_dir: Path) -> Path:
-    return state_dir / "images"
-
-
-def resolve(spec: ImageSpec, state_dir: Path) -> GoldenRef:
-    """The reference for `spec`: digests from the built image's manifest, or unresolved."""
-    from provision.image import image
-
-    manifest = image.find_image(images_dir(state_dir), spec)
-    if manifest is None:
-        return GoldenRef(image.inputs_hash(spec), None, None, None, None)
-    return GoldenRef(
-        image_id=manifest.image_id,
-        rootfs_sha256=manifest.digest("rootfs.qcow2"),
-        kernel_sha256=manifest.digest("vmlinuz"),
-        initrd_sha256=manifest.digest("initrd.img"),
-        kernel_version=manifest.kernel_version,
-    )

@@ -1,7 +1,6 @@
 """SSH key pairs the provisioner generates: node host keys (pinned) and the managed operator key.
 
-Keys live in the inventory's state directory, in 0700 directories as 0600 files, and are created
-once: a node keeps its identity across re-renders and re-runs.
+Pure key material; state.keys keeps them in the inventory's state directory.
 """
 
 from __future__ import annotations
@@ -54,19 +53,6 @@ def _pair(key: Ed25519PrivateKey, comment: str) -> KeyPair:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     return KeyPair(Secret(private), f"{public.decode()} {comment}")
-
-
-def load_or_create(path: Path, comment: str) -> KeyPair:
-    """The key pair at `path` (+ `.pub`), creating it owner-only if absent."""
-    pub = path.with_name(path.name + ".pub")
-    if path.exists() and pub.exists():
-        return KeyPair(Secret(path.read_text()), pub.read_text().strip())
-    pair = generate(comment)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    write_private(path, pair.private)
-    pub.write_text(pair.public + "\n")
-    return pair
 
 
 def write_private(path: Path, secret: Secret) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provision.boundary.hypervisor import DomainFact
+from provision.desired.domain import DomainFact
 from provision.desired.policy import Action, Change, compare, worst
 from provision.desired.render import NodeRender
 

@@ -14,7 +14,7 @@ import jinja2
 import yaml
 
 from provision.baseline import hardening
-from provision.core.model import Network, Node
+from provision.core.model import Network, Node, SeedFile
 from provision.core.secret import Secret
 from provision.desired.hostkeys import KeyPair
 
@@ -52,15 +52,6 @@ def render_template(name: str, **values: object) -> str:
 
 def sysctl_conf(node: Node) -> str:
     return render_template("sysctl.conf.j2", sysctls=hardening.sysctls(node))
-
-
-@dataclass(frozen=True)
-class SeedFile:
-    """A file cloud-init writes (write_files), owned by root."""
-
-    path: str
-    mode: str  # octal text, as cloud-init takes it
-    content: str
 
 
 # Executables among the seed files: the shell scripts tests run shellcheck on.

@@ -10,8 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from provision.core.model import Inventory, Network, NetworkMode, Node, Role
-from provision.desired.seed import SeedFile
+from provision.core.model import Inventory, Network, NetworkMode, Node, Role, SeedFile
 from provision.kubernetes import k8s_bundle, k8s_config, k8s_manifests, k8s_pins
 
 SCRIPTS_SRC = Path(__file__).resolve().parents[2] / "cloudinit" / "k8s"

@@ -18,13 +18,11 @@ import pytest
 
 from provision.baseline import catalogue, hardening
 from provision.boundary import ssh
-from provision.cli import app
-from provision.converge import lifecycle
-from provision.converge.lifecycle import Emit, phase
 from provision.core.errors import ProvisionError, SSHError
+from provision.core.events import Emit, phase
 from provision.core.model import Inventory, Node, Waiver
 from provision.desired import render
-from provision.state import paths
+from provision.state import paths, workspace
 from provision.verify.backend import host as pinned_host
 from provision.verify.checks import (
     REGISTRY,
@@ -215,8 +213,8 @@ def verify(
     select: str | None = None,
 ) -> list[NodeReport]:
     """Verify each node in turn; a node that cannot be reached is reported, the rest go on."""
-    rendered, _ = app.render_inventory(inv, nodes)
-    lifecycle.write_known_hosts(inv, rendered)
+    rendered, _ = workspace.render_inventory(inv, nodes)
+    workspace.write_known_hosts(inv, rendered)
     reports = []
     for r in rendered.nodes:
         profile = profile_of(r)

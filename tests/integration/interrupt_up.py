@@ -17,7 +17,7 @@ import sys
 
 from provision.cli import main as cli
 from provision.cli import progress
-from provision.converge.lifecycle import Event
+from provision.core.events import Event
 
 
 def main() -> int:

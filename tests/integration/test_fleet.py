@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from provision.boundary import ssh
-from provision.cli import app
-from provision.converge import lifecycle
+from provision.config import inventory
+from provision.state import workspace
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +82,9 @@ class Fleet:
         return {p["node"]: p for p in json.loads(run.stdout)["nodes"]}
 
     def sh(self, node: str, *argv: str) -> str:
-        inv = app.load(self.path)
-        rendered, _ = app.render_inventory(inv, (inv.node(node),))
-        with ssh.connect(lifecycle.ssh_target(inv, rendered.nodes[0])) as s:
+        inv = inventory.load(self.path)
+        rendered, _ = workspace.render_inventory(inv, (inv.node(node),))
+        with ssh.connect(workspace.ssh_target(inv, rendered.nodes[0])) as s:
             return s.run(list(argv)).stdout.strip()
 
     def boot_id(self, node: str) -> str:

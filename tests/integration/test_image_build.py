@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from provision.boundary.process import run
-from provision.cli import app
-from provision.desired import golden
-from provision.image import image
+from provision.config import inventory
+from provision.image import image, store
 from tests.integration.conftest import ROOT, STATE
 
 pytestmark = pytest.mark.integration
@@ -77,9 +76,9 @@ def test_sbom_matches_the_package_list(golden_image: image.Manifest, golden_dir:
 
 
 def test_unchanged_spec_is_cached(golden_image: image.Manifest) -> None:
-    spec = app.load(ROOT / "inventories" / "local.yaml").image
+    spec = inventory.load(ROOT / "inventories" / "local.yaml").image
     t0 = time.monotonic()
-    manifest, built = image.build_image(spec, golden.images_dir(STATE))
+    manifest, built = image.build_image(spec, store.images_dir(STATE))
     took = time.monotonic() - t0
     assert not built and manifest == golden_image
     print(f"cached rebuild took {took:.3f}s")

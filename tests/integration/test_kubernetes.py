@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from provision.boundary import ssh
-from provision.cli import app
-from provision.converge import lifecycle
+from provision.config import inventory
 from provision.kubernetes import netpol
+from provision.state import workspace
 from tests.test_k8s_bundle import good_files, write_bundle
 
 pytestmark = pytest.mark.integration
@@ -88,9 +88,9 @@ def first_up(inv_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def session(inv_path: Path, first_up: dict[str, Any]) -> Iterator[ssh.Session]:
-    inv = app.load(inv_path)
-    rendered, _ = app.render_inventory(inv, inv.nodes)
-    with ssh.connect(lifecycle.ssh_target(inv, rendered.nodes[0])) as s:
+    inv = inventory.load(inv_path)
+    rendered, _ = workspace.render_inventory(inv, inv.nodes)
+    with ssh.connect(workspace.ssh_target(inv, rendered.nodes[0])) as s:
         yield s
 
 

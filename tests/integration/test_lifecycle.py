@@ -23,13 +23,12 @@ import pytest
 import yaml
 
 from provision.boundary import hypervisor, ssh
-from provision.cli import app
-from provision.converge import lifecycle
+from provision.config import inventory
 from provision.core.errors import SSHError
 from provision.core.model import Inventory
 from provision.desired import hostkeys
 from provision.image import image
-from provision.state import paths
+from provision.state import keys, paths, workspace
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +74,7 @@ def inv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def inv(inv_path: Path) -> Inventory:
-    return app.load(inv_path)
+    return inventory.load(inv_path)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +96,8 @@ def first_up(inv_path: Path, golden_image: object) -> Run:
 
 
 def _session(inv: Inventory) -> ssh.Session:
-    rendered, _ = app.render_inventory(inv, inv.nodes)
-    return ssh.connect(lifecycle.ssh_target(inv, rendered.nodes[0]))
+    rendered, _ = workspace.render_inventory(inv, inv.nodes)
+    return ssh.connect(workspace.ssh_target(inv, rendered.nodes[0]))
 
 
 def _events(run: Run) -> list[dict[str, object]]:
@@ -217,8 +216,8 @@ def test_other_host_key_is_refused_before_any_command(
     impostor = hostkeys.generate("impostor")
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{PORT} {' '.join(impostor.public.split()[:2])}\n")
-    rendered, _ = app.render_inventory(inv, inv.nodes)
-    good = lifecycle.ssh_target(inv, rendered.nodes[0])
+    rendered, _ = workspace.render_inventory(inv, inv.nodes)
+    good = workspace.ssh_target(inv, rendered.nodes[0])
     bad = ssh.Target(good.host, good.port, good.user, good.identity, known)
     with pytest.raises(SSHError) as exc, ssh.connect(bad) as s:
         s.run(["touch", marker])
@@ -234,9 +233,9 @@ def test_no_private_key_material_left_behind(
     inv: Inventory, first_up: Run, conn: libvirt.virConnect
 ) -> None:
     secrets = [
-        hostkeys.load_or_create(paths.node_host_key(inv, NODE), NODE).private.reveal(),
-        hostkeys.load_or_create(paths.admin_key(inv), "x").private.reveal(),
-        hostkeys.load_or_create(paths.verifier_key(inv), "x").private.reveal(),
+        keys.load_or_create(paths.node_host_key(inv, NODE), NODE).private.reveal(),
+        keys.load_or_create(paths.admin_key(inv), "x").private.reveal(),
+        keys.load_or_create(paths.verifier_key(inv), "x").private.reveal(),
     ]
     # The first base64 lines of an OpenSSH key are a header and the public key, the same or
     # public for every ed25519 key: the secret scalar is in the lines after them.
@@ -424,7 +423,7 @@ def test_up_interrupted_in_every_phase_converges_on_rerun(
     """SIGINT or SIGKILL during upload, define, start and the wait: no orphaned volumes, domains
     or seeds at any point, and a plain re-run converges."""
     provision("down", "-i", str(inv_path), "--purge")
-    ref = app.render_inventory(inv, inv.nodes)[0].golden
+    ref = workspace.render_inventory(inv, inv.nodes)[0].golden
     sizes = {a.name: a.size for a in golden_image.artifacts}
     golden_sizes = {
         ref.base_volume: sizes["rootfs.qcow2"],
