@@ -1,4 +1,5 @@
-"""The hardening decisions (provision/hardening.py): sysctls per role, deviations, firewall."""
+"""The hardening decisions (provision/baseline/hardening.py): sysctls per role, deviations,
+firewall."""
 
 from __future__ import annotations
 

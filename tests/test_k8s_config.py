@@ -1,6 +1,6 @@
-"""The hardened cluster config files (provision/k8s_config.py), checked against the schemas in
-provision/k8s_schemas/ (hand-derived from the upstream Go types) and against the catalogue's
-HN-K8S-* rows."""
+"""The hardened cluster config files (provision/kubernetes/k8s_config.py), checked against the
+schemas in provision/kubernetes/k8s_schemas/ (hand-derived from the upstream Go types) and
+against the catalogue's HN-K8S-* rows."""
 
 from __future__ import annotations
 

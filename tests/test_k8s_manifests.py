@@ -1,6 +1,7 @@
-"""The API objects applied after bootstrap (provision/k8s_manifests.py): every one validated
-offline against the official schema of the pinned Kubernetes version (kubernetes-validate),
-and the Pod Security, NetworkPolicy and quota choices of HN-POL-01/02/04/07 asserted."""
+"""The API objects applied after bootstrap (provision/kubernetes/k8s_manifests.py): every one
+validated offline against the official schema of the pinned Kubernetes version
+(kubernetes-validate), and the Pod Security, NetworkPolicy and quota choices of
+HN-POL-01/02/04/07 asserted."""
 
 from __future__ import annotations
 

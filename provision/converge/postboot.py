@@ -1,5 +1,5 @@
 """After first boot: the Kubernetes bootstrap, then the inventory's playbooks, over one pinned
-SSH session per node. Both are playbook steps (provision.playbook); this module only connects
+SSH session per node. Both are playbook steps (provision.config.playbook); this module only connects
 them to the nodes."""
 
 from __future__ import annotations

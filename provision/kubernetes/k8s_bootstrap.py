@@ -84,7 +84,7 @@ def preflight(inv: Inventory) -> None:
         if not k8s.bundle.is_file():
             raise KubernetesError(
                 f"the Kubernetes bundle {k8s.bundle} does not exist",
-                hint="build it (provision/k8s_bundle.py documents the format) or set "
+                hint="build it (provision/kubernetes/k8s_bundle.py documents the format) or set "
                 "install: prerequisites",
             )
         k8s_bundle.verify_bundle(k8s.bundle, k8s.bundle_sha256, k8s.version)

@@ -123,7 +123,7 @@ def pins_for(version: str) -> tuple[Pin, ...]:
             f"no pinned checksums for Kubernetes {version}: "
             f"supported: {', '.join(supported_versions())}",
             hint="set kubernetes.version to a supported version, or pin the new version's "
-            "upstream checksums in provision/k8s_pins.py with their source",
+            "upstream checksums in provision/kubernetes/k8s_pins.py with their source",
         )
     return pins
 
@@ -174,7 +174,7 @@ def apt_source(version: str) -> AptSource:
             f"install: apt for Kubernetes {version} is refused: the signing-key fingerprint of "
             f"{url} is not pinned",
             hint="use install: bundle, or pin the key's fingerprint with its upstream source "
-            "in provision/k8s_pins.py",
+            "in provision/kubernetes/k8s_pins.py",
         )
     return AptSource(
         url, "/", f"{url}Release.key", APT_SIGNING_KEY_FINGERPRINT, APT_SIGNING_KEY_SOURCE

@@ -13,7 +13,7 @@ from provision.verify.checks import Inconclusive, check
 from provision.verify.plugin import Profile
 
 CMDLINE_FIX = (
-    "The command line lives in the domain XML (provision/hardening.py KERNEL_CMDLINE): "
+    "The command line lives in the domain XML (provision/baseline/hardening.py KERNEL_CMDLINE): "
     "`provision plan` shows the drift; `provision down` then `up` redefines the domain."
 )
 

@@ -3,7 +3,8 @@
 Mount options come from /proc/mounts (the kernel's view, not fstab). Ownership and modes of
 paths the verifier cannot reach come from the facts helper's `stat` verb, run as root. A mode
 passes when it has no permission bit beyond the expected one ("644 or stricter", as CIS means it).
-HN-FS-01 (separate filesystems) is a deviation in `provision/hardening.py` and has no check here.
+HN-FS-01 (separate filesystems) is a deviation in `provision/baseline/hardening.py` and has no
+check here.
 """
 
 from __future__ import annotations
@@ -424,7 +425,7 @@ UNUSED_MODULES = (
     remediation=(
         "Add `install <module> /bin/false` and `blacklist <module>` to "
         "/etc/modprobe.d/provision-blacklist.conf (cloudinit/modprobe-blacklist.conf.j2, list "
-        "in provision/hardening.py BLACKLISTED_MODULES) and `rmmod` it. " + REPROVISION
+        "in provision/baseline/hardening.py BLACKLISTED_MODULES) and `rmmod` it. " + REPROVISION
     ),
 )
 @pytest.mark.parametrize("module", UNUSED_MODULES)

@@ -4,7 +4,7 @@ These hold on every node with a Kubernetes role from first boot, before (and wit
 cluster: containerd with the systemd cgroup driver and the CNI directory the CNIs use
 (HN-K8S-13), swap off, a DNS-valid hostname, the tools kubeadm needs and its ports free or
 taken by its own components (HN-K8S-14). The expectations are the catalogue's, written here
-independently of the renderer (provision/k8s_config.py).
+independently of the renderer (provision/kubernetes/k8s_config.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from provision.verify.checks import check
 from provision.verify.plugin import Facts
 
 K8S_FIX = (
-    "containerd's config is /etc/containerd/config.toml (rendered from provision/k8s_config.py); "
+    "containerd's config is /etc/containerd/config.toml (rendered from "
+    "provision/kubernetes/k8s_config.py); "
     "`/usr/local/libexec/provision/k8s/prereqs apply` restores the prerequisites."
 )
 # kubeadm preflight (kubeadm implementation details, "Preflight checks").

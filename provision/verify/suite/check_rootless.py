@@ -311,7 +311,8 @@ DKRL_08 = check(
     severity="high",
     roles="rootless",
     remediation=(
-        "The sysctls come from /etc/sysctl.d/60-provision-hardening.conf (provision/hardening.py);"
+        "The sysctls come from /etc/sysctl.d/60-provision-hardening.conf "
+        "(provision/baseline/hardening.py);"
         " ip_tables must be listed in /etc/modules-load.d/provision.conf "
         "(hardening.modules()). " + "Re-provision the node."
     ),

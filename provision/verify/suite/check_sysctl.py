@@ -2,7 +2,8 @@
 
 HN-SYS-00: a key passes only if both the running kernel and what the next boot applies agree
 with the expectation. Expectations are the catalogue's, written here independently of the
-renderer (`provision/hardening.py`), so a wrong value in the renderer is caught, not copied.
+renderer (`provision/baseline/hardening.py`), so a wrong value in the renderer is caught, not
+copied.
 A key the running kernel lacks is N/A (skipped with the reason), never a failure.
 """
 
@@ -17,7 +18,8 @@ from provision.verify.checks import case, check
 from provision.verify.plugin import Facts, Profile
 
 SYSCTL_FIX = (
-    "Set it in /etc/sysctl.d/60-provision-hardening.conf (rendered from provision/hardening.py) "
+    "Set it in /etc/sysctl.d/60-provision-hardening.conf (rendered from "
+    "provision/baseline/hardening.py) "
     "and apply with /lib/systemd/systemd-sysctl; re-provision the node if the file is missing."
 )
 
