@@ -1,17 +1,23 @@
 """What `up` does to a node, as a table: plan and facts in, the exact steps out (issue #12).
 
-The planner is pure, so every row is plain data: no hypervisor, no SSH, no mocks.
+The planner is pure, so every row is plain data: no hypervisor, no SSH, no mocks. The last tests
+run the executor for real against libvirt's test driver (`test:///default`) on the paths that need
+neither an upload (the test driver has no volume upload) nor a booted guest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from provision.boundary import hypervisor
 from provision.config import inventory
-from provision.converge import steps
+from provision.converge import fleet, node, planning, steps
 from provision.converge.steps import (
     Definition,
     GoldenArtifact,
@@ -22,12 +28,14 @@ from provision.converge.steps import (
     Options,
     Step,
 )
-from provision.core.errors import HypervisorError, ProvisionError
-from provision.desired import domain
+from provision.core.errors import HypervisorError, Interrupted, ProvisionError
+from provision.core.events import Event
+from provision.core.model import Inventory
+from provision.desired import domain, render
 from provision.desired.domain import DomainFact, NodeMeta
 from provision.desired.plan import Action, NodePlan
 from provision.desired.policy import Change
-from tests.helpers import GOLDEN, LOCAL
+from tests.helpers import GOLDEN, LOCAL, render_inv
 
 NAME = "n1"
 ROOT, SEED, DATA = "n1.qcow2", "n1-seed.img", "n1-data.qcow2"
@@ -419,7 +427,7 @@ def test_a_partial_golden_volume_in_use_is_refused_after_the_ones_before_it() ->
 
 
 def test_golden_artifacts_take_their_sizes_from_the_manifest() -> None:
-    from tests.test_lifecycle_preflight import _manifest
+    from tests.test_prepare_preflight import _manifest
 
     got = steps.golden_artifacts(_manifest(5 << 20), GOLDEN)
     assert [(a.file, a.volume, a.size) for a in got] == [
@@ -427,3 +435,101 @@ def test_golden_artifacts_take_their_sizes_from_the_manifest() -> None:
         ("vmlinuz", GOLDEN.kernel_volume, 1 << 20),
         ("initrd.img", GOLDEN.initrd_volume, 1 << 20),
     ]
+
+
+# --- the executor, for real, against libvirt's test driver -------------------------------------
+
+TEST_URI = "test:///default"
+POOL = "default-pool"  # the test driver's built-in pool
+
+
+@pytest.fixture
+def conn() -> Iterator[hypervisor.Connection]:
+    with hypervisor.connect(TEST_URI) as c:
+        yield c
+        for d in c.domains():
+            if d.name.startswith("steps-"):
+                c.stop(d.name)
+                c.undefine(d.name)
+        for vol in c.volumes(POOL):
+            if vol.startswith("steps-"):
+                c.delete_volume(POOL, vol)
+
+
+def _inventory(tmp_path: Path, name: str, **node: Any) -> Inventory:
+    inv = inventory.load(LOCAL)
+    hv = dataclasses.replace(inv.hypervisors[0], uri=TEST_URI, pool_name=POOL)
+    n = dataclasses.replace(inv.nodes[0], name=name, **node)
+    return dataclasses.replace(inv, hypervisors=(hv,), nodes=(n,), state_dir=tmp_path)
+
+
+def _converge(
+    conn: hypervisor.Connection, inv: Inventory, r: render.NodeRender, opts: Options
+) -> tuple[bool, list[tuple[str, str, str]]]:
+    events: list[Event] = []
+    [p] = planning.plan(render.Rendered(inv, GOLDEN, (r,)))
+    changed = node.converge_node(conn, inv, r, p, events.append, opts)
+    return changed, [(e.phase, e.status, e.detail) for e in events]
+
+
+def test_a_kept_root_disk_is_defined_again_and_left_shut_off(
+    conn: hypervisor.Connection, tmp_path: Path
+) -> None:
+    inv = _inventory(tmp_path, "steps-kept", data_disk_gib=2)
+    r = render_inv(inv).nodes[0]
+    conn.create_volume(POOL, r.overlay_xml)  # what `down` leaves: the root disk, no seed
+
+    changed, events = _converge(conn, inv, r, NO_START)
+    assert changed
+    assert events == [
+        ("pool", "start", "list volumes"),
+        ("pool", "done", "list volumes"),
+        ("pool", "start", "create data disk"),
+        ("pool", "done", "create data disk"),
+        ("define", "start", ""),
+        ("define", "done", ""),
+    ]
+    fact = conn.domain("steps-kept")
+    assert fact is not None and not fact.active and fact.meta == r.meta
+    assert not conn.has_disk("steps-kept", node.SEED_TARGET, live=False)  # the booted definition
+    assert domain.data_volume(r.node) in conn.volumes(POOL)
+
+    changed, events = _converge(conn, inv, r, NO_START)  # the next --no-start changes nothing
+    assert not changed
+    assert events[-1] == ("converge", "info", "left shut off (--no-start)")
+
+
+def test_an_in_place_update_reaches_the_running_domain(
+    conn: hypervisor.Connection, tmp_path: Path
+) -> None:
+    inv = _inventory(tmp_path, "steps-live")
+    r = render_inv(inv).nodes[0]
+    conn.create_volume(POOL, r.overlay_xml)
+    conn.define(r.booted_xml)
+    conn.start("steps-live")
+    relabelled = render_inv(_inventory(tmp_path, "steps-live", labels=(("owner", "other"),)))
+    r = relabelled.nodes[0]
+
+    changed, events = _converge(conn, inv, r, Options())
+    assert changed
+    assert events[2:] == [("redefine", "start", "update"), ("redefine", "done", "update")]
+    assert planning.plan(relabelled)[0].action is Action.NOTHING  # live metadata too
+
+    changed, events = _converge(conn, inv, r, Options())
+    assert not changed
+    assert events[-1] == ("converge", "info", "unchanged")
+
+
+def test_a_cancelled_run_stops_the_node_before_it_changes_anything(
+    conn: hypervisor.Connection, tmp_path: Path
+) -> None:
+    """SIGINT works through events: after a cancel, the node's first event raises."""
+    inv = _inventory(tmp_path, "steps-cancel")
+    r = render_inv(inv).nodes[0]
+    conn.create_volume(POOL, r.overlay_xml)
+    guard = fleet.Guard(lambda e: None)
+    guard.cancelled.set()
+    [p] = planning.plan(render.Rendered(inv, GOLDEN, (r,)))
+    with pytest.raises(Interrupted):
+        node.converge_node(conn, inv, r, p, guard, Options())
+    assert conn.domain("steps-cancel") is None
