@@ -83,7 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from provision.cli.progress import Progress
-    from provision.converge import fleet, lifecycle
+    from provision.converge import fleet, steps
     from provision.verify import report
 
     inv = inventory.load(args.inventory)
@@ -92,7 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError("--parallel must be at least 1")
     inv = inventory.load(args.inventory)
     nodes = workspace.select(inv, args.nodes)
-    opts = lifecycle.Options(replace=args.replace, start=not args.no_start)
+    opts = steps.Options(replace=args.replace, start=not args.no_start)
     with Progress(args.json) as progress:
         result = fleet.up(
             inv,
@@ -143,7 +143,7 @@ def _verify(
 
 def cmd_down(args: argparse.Namespace) -> int:
     from provision.cli.progress import Progress
-    from provision.converge import fleet, lifecycle
+    from provision.converge import down, fleet
     from provision.state import lock
 
     inv = inventory.load(args.inventory)
@@ -156,7 +156,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             progress(events.Event("*", "lock", "info", detail=message))
 
         with lock.hold(fleet.run_locks(inv, hvs), command, args.wait_lock, waiting):
-            result = lifecycle.down(inv, nodes, args.purge, progress)
+            result = down.down(inv, nodes, args.purge, progress)
     if args.json:
         print(json.dumps(asdict(result)))
     else:
@@ -169,10 +169,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from provision.converge import lifecycle
+    from provision.converge import status
 
     inv = inventory.load(args.inventory)
-    rows = lifecycle.status(inv, workspace.select(inv, args.nodes))
+    rows = status.status(inv, workspace.select(inv, args.nodes))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0

@@ -2,7 +2,8 @@
 
 Each step pairs a read-only check with an apply that runs only when the check fails, so `plan` can
 say what would run and a second `up` changes nothing. This module never opens a connection: the
-caller passes a `Run` (lifecycle adapts `ssh.Session.run`), which keeps it pure and testable.
+caller passes a `Run` (converge.postboot adapts `ssh.Session.run`), which keeps it pure and
+testable.
 """
 
 from __future__ import annotations

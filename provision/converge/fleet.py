@@ -5,7 +5,7 @@
   before it changes anything.
 - Nodes converge in parallel (bounded); the first node of a hypervisor prepares its pool and
   golden artifacts while that hypervisor's other nodes wait; pool operations are serialised
-  (lifecycle.pool_op).
+  (converge.pool.pool_op).
 - A node that fails does not stop the others; the result names it.
 - SIGINT: running nodes stop at their next phase, the run exits 130, and a re-run converges
   (every phase is safe to interrupt, even by SIGKILL).
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from provision.boundary import hypervisor
 from provision.config import playbook
-from provision.converge import lifecycle, planning, postboot
-from provision.converge.lifecycle import Options
+from provision.converge import node, planning, postboot, prepare
+from provision.converge.steps import Options
 from provision.core.errors import HypervisorError, Interrupted, ProvisionError, UsageError
 from provision.core.events import Emit, Event, phase
 from provision.core.model import Inventory, Node
@@ -109,7 +109,7 @@ def up(
     guard = Guard(emit)
     playbooks = load_playbooks(inv)  # a broken playbook stops the run before it changes anything
     k8s_bootstrap.preflight(inv)  # so does a Kubernetes role without pinned checksums or bundle
-    manifest = lifecycle.ensure_image(inv, guard)
+    manifest = prepare.ensure_image(inv, guard)
     rendered, warnings = workspace.render_inventory(inv, nodes, create_keys=True)
     for w in warnings:
         guard(Event("*", "render", "warn", detail=w))
@@ -184,11 +184,11 @@ def _converge_all(
                 hv = r.hypervisor
                 with hypervisor.connect(workspace.hypervisor_uri(inv, hv)) as conn:
                     once[hv.name].run(
-                        lambda: lifecycle.prepare_hypervisor(
+                        lambda: prepare.prepare_hypervisor(
                             conn, inv, groups[hv.name], manifest, rendered.golden, guard
                         )
                     )
-                    outcome[r.node.name] = lifecycle.converge_node(
+                    outcome[r.node.name] = node.converge_node(
                         conn, inv, r, plans[r.node.name], guard, opts
                     )
         except BaseException as exc:  # reported per node; the others carry on

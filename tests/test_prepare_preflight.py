@@ -8,7 +8,7 @@ import pytest
 
 from provision.boundary import hypervisor
 from provision.config import inventory
-from provision.converge import lifecycle
+from provision.converge import prepare
 from provision.core.errors import HypervisorError
 from provision.image import image
 from tests.helpers import GOLDEN, LOCAL, render_inv
@@ -38,16 +38,16 @@ def _manifest(rootfs_size: int) -> image.Manifest:
 
 def test_enough_space_passes() -> None:
     with hypervisor.connect("test:///default") as conn:
-        lifecycle.preflight_disk(conn, _renders(), _manifest(1 << 30), GOLDEN)
+        prepare.preflight_disk(conn, _renders(), _manifest(1 << 30), GOLDEN)
 
 
 def test_not_enough_space_names_free_and_needed() -> None:
     with hypervisor.connect("test:///default") as conn, pytest.raises(HypervisorError) as exc:
-        lifecycle.preflight_disk(conn, _renders(), _manifest(200 << 30), GOLDEN)
+        prepare.preflight_disk(conn, _renders(), _manifest(200 << 30), GOLDEN)
     assert "MiB free, this run needs" in str(exc.value)
 
 
 def test_not_enough_memory_is_refused() -> None:
     with hypervisor.connect("test:///default") as conn, pytest.raises(HypervisorError) as exc:
-        lifecycle.preflight(conn, _renders(memory_mib=4_000_000))
+        prepare.preflight(conn, _renders(memory_mib=4_000_000))
     assert "not enough free memory" in str(exc.value)
