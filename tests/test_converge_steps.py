@@ -158,11 +158,11 @@ CASES = (
         NO_START,
     ),
     Case(
-        "a running node needing a reboot is redefined live, shut down, started",
+        "a running node needing a reboot is redefined, shut down and started",
         plan(Action.REBOOT, "memory"),
         RUNNING,
         v(ROOT),
-        (redefine(Action.REBOOT, live=True), SHUTDOWN, START, WAIT_SSH),
+        (redefine(Action.REBOOT, live=False), SHUTDOWN, START, WAIT_SSH),
         True,
     ),
     Case(
@@ -174,11 +174,16 @@ CASES = (
         True,
     ),
     Case(
-        "a running node needing a reboot with --no-start is only redefined",
+        # Its live metadata keeps the old fields, so `plan` still shows the reboot it owes
+        # (found while writing this table: it used to get the new metadata and lose the reboot).
+        "a running node needing a reboot with --no-start is redefined, the reboot still pending",
         plan(Action.REBOOT, "memory"),
         RUNNING,
         v(ROOT),
-        (redefine(Action.REBOOT, live=True),),
+        (
+            redefine(Action.REBOOT, live=False),
+            note("reboot pending: the running guest keeps its old definition (--no-start)"),
+        ),
         True,
         NO_START,
     ),
@@ -292,7 +297,7 @@ CASES = (
         plan(Action.REBOOT, "data-disk"),
         RUNNING,
         v(ROOT),
-        (DATA_DISK, redefine(Action.REBOOT, live=True), SHUTDOWN, START, WAIT_SSH),
+        (DATA_DISK, redefine(Action.REBOOT, live=False), SHUTDOWN, START, WAIT_SSH),
         True,
         disks=WITH_DATA,
     ),

@@ -177,10 +177,16 @@ def _existing(
                 Kind.REDEFINE,
                 action.value,
                 definition=definition,
-                live_metadata=active,  # else a running node keeps old metadata, plan repeats
+                # An update in place must reach the running domain too, or `plan` repeats it.
+                # A reboot must not before it happens: the live metadata is what says the
+                # running guest still has its old definition.
+                live_metadata=active and action is Action.UPDATE,
             )
         )
-    if action is Action.REBOOT and active and opts.start:
+    if action is Action.REBOOT and active:
+        if not opts.start:
+            note = "reboot pending: the running guest keeps its old definition (--no-start)"
+            return [*steps, Step(Kind.NOTE, note)]
         steps.append(Step(Kind.SHUTDOWN))  # QEMU reads the new definition only at start
         active = False
     if active and first_boot_done:
