@@ -43,7 +43,8 @@ class Seed:
 
 def _source(name: str) -> tuple[str, str, Callable[[], bool]] | None:
     """A template's text straight from the package's resources: no real directory needed, so
-    this works however the package is installed. The filename is for jinja's error messages."""
+    this works however the package is installed. The filename is for jinja's error messages;
+    "up to date" always, as every render builds a fresh Environment (no cache to go stale)."""
     path = TEMPLATES.joinpath(*name.split("/"))
     if not path.is_file():
         return None

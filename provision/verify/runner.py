@@ -85,9 +85,9 @@ def run_suite(
     )
     out = io.StringIO()
     # pytest collects the suite by path, so it needs a real directory. pip installs a wheel
-    # unzipped (as do an editable install and a checkout), and then as_file hands back the
-    # package's own directory: pytest imports the checks as provision.verify.suite.*, the very
-    # modules whose registry the plugin reads.
+    # unzipped, and an editable install or a checkout is a directory too; then as_file hands
+    # back the package's own directory (no copy), so pytest imports the checks as
+    # provision.verify.suite.*, the very modules whose registry the plugin reads.
     with as_file(SUITE) as suite, redirect_stdout(out), redirect_stderr(out):
         args = [
             str(suite),
