@@ -9,6 +9,8 @@ import dataclasses
 import json
 import re
 import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from provision.core.model import AllowRule, K8sInstall, Kubernetes, Role, Worklo
 from provision.kubernetes import k8s_config as kc
 from tests.helpers import LOCAL
 
-SCHEMAS = Path(kc.__file__).parent / "k8s_schemas"
+# Package data, read the way the package reads its own (a wheel ships them, see test_wheel.py).
+SCHEMAS = resources.files("provision.kubernetes") / "k8s_schemas"
 
 K8S = Kubernetes(
     version="1.34.3",
@@ -62,7 +65,7 @@ def _doc(name: str, kind: str) -> dict[str, Any]:
     return next(d for d in _docs(files[name]) if d["kind"] == kind)
 
 
-def _schema_file(doc: dict[str, Any]) -> Path:
+def _schema_file(doc: dict[str, Any]) -> Traversable:
     """kubernetes-validate's naming: <kind>-<first label of the group>-<version>.json."""
     group, version = doc["apiVersion"].split("/")
     return SCHEMAS / f"{doc['kind'].lower()}-{group.split('.')[0]}-{version}.json"
@@ -94,7 +97,7 @@ def test_every_rendered_document_matches_its_upstream_schema(name: str) -> None:
 
 def test_every_schema_is_valid_and_names_its_upstream_source() -> None:
     readme = (SCHEMAS / "README.md").read_text()
-    files = sorted(SCHEMAS.glob("*.json"))
+    files = sorted((p for p in SCHEMAS.iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
     assert len(files) == 10
     for path in files:
         schema = json.loads(path.read_text())

@@ -11,6 +11,7 @@ import json
 import pkgutil
 import xml.etree.ElementTree as ET
 from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def synthetic_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _run_synthetic(tmp_path: Path, waivers: tuple[Waiver, ...]) -> dict[str, Outcome]:
     (tmp_path / "check_synthetic.py").write_text(SYNTHETIC)
-    (tmp_path / "pytest.ini").write_text((Path(suite.__file__).parent / "pytest.ini").read_text())
+    (tmp_path / "pytest.ini").write_text(resources.files(suite).joinpath("pytest.ini").read_text())
     plugin = Plugin(None, _profile("all rootless"), waivers, TODAY)  # type: ignore[arg-type]
     code = pytest.main(
         [str(tmp_path), "-c", str(tmp_path / "pytest.ini"), "-p", "no:cacheprovider", "-q"],

@@ -2,15 +2,17 @@
 
 `catalogue.md` is the team's check catalogue (HN-* ids with sources and conflicts). The verifier
 must account for every id in it: run it, report it not applicable, or waive it with a reason.
+It is package data, read through importlib.resources.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
-PATH = Path(__file__).with_name("catalogue.md")
+PATH: Traversable = files("provision.baseline") / "catalogue.md"
 ID = re.compile(r"^HN-[A-Z0-9]+-\d\d$")
 _ROW = re.compile(r"^\| (HN-[A-Z0-9]+-\d\d) \| ([^|]*)\|")
 
@@ -27,7 +29,7 @@ class Entry:
 
 def entries(text: str | None = None) -> tuple[Entry, ...]:
     """Every table row of the catalogue, in document order."""
-    source = PATH.read_text() if text is None else text
+    source = PATH.read_text(encoding="utf-8") if text is None else text
     out = []
     for line in source.splitlines():
         m = _ROW.match(line)

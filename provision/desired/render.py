@@ -64,9 +64,10 @@ def templates_digest() -> str:
     """Seed templates are part of the desired state: editing one changes every spec hash."""
     h = hashlib.sha256()
     # Top-level templates are every node's; subdirectories (k8s/) belong to roles, whose nodes
-    # hash them with their own seed inputs.
-    for path in sorted(p for p in seed.TEMPLATES.glob("*") if p.is_file()):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    # hash them with their own seed inputs. Only *.j2: the package's __init__.py is no template.
+    names = sorted(p.name for p in seed.TEMPLATES.iterdir() if p.is_file())
+    for name in (n for n in names if n.endswith(".j2")):
+        h.update(name.encode() + b"\0" + seed.TEMPLATES.joinpath(name).read_bytes() + b"\0")
     return h.hexdigest()
 
 

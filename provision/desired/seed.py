@@ -1,14 +1,18 @@
 """cloud-init NoCloud seed documents rendered from the `cloudinit/` templates: pure functions.
 
 Templates render with StrictUndefined, and every YAML document is parsed back before it is used,
-so a template mistake fails here rather than on a booting node.
+so a template mistake fails here rather than on a booting node. They are package data of
+`provision.cloudinit`, read through importlib.resources (a wheel, an editable install and a
+checkout alike), never located from this file's path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import jinja2
 import yaml
@@ -18,7 +22,7 @@ from provision.core.model import Network, Node, SeedFile
 from provision.core.secret import Secret
 from provision.desired.hostkeys import KeyPair
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "cloudinit"
+TEMPLATES: Traversable = files("provision.cloudinit")
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,19 @@ class Seed:
         }
 
 
+def _source(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+    """A template's text straight from the package's resources: no real directory needed, so
+    this works however the package is installed. The filename is for jinja's error messages;
+    "up to date" always, as every render builds a fresh Environment (no cache to go stale)."""
+    path = TEMPLATES.joinpath(*name.split("/"))
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8"), str(path), lambda: True
+
+
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FunctionLoader(_source),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # YAML, JSON and shell, not HTML: values are quoted with tojson

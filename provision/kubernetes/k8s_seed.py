@@ -8,12 +8,15 @@ on-node scripts fill (cloudinit/k8s/init, join). Node-specific values come from 
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 from provision.core.model import Inventory, Network, NetworkMode, Node, Role, SeedFile
 from provision.kubernetes import k8s_bundle, k8s_config, k8s_manifests, k8s_pins
 
-SCRIPTS_SRC = Path(__file__).resolve().parents[2] / "cloudinit" / "k8s"
+# Package data of provision.cloudinit (the top-level cloudinit/k8s/), read through
+# importlib.resources like the seed templates.
+SCRIPTS_SRC: Traversable = files("provision.cloudinit") / "k8s"
 SCRIPTS_DIR = "/usr/local/libexec/provision/k8s"
 ETC = "/etc/provision/k8s"
 SCRIPTS = ("prereqs", "bundle", "init", "join", "policies")
@@ -39,7 +42,7 @@ def address(node: Node, network: Network) -> str:
 
 
 def script(name: str) -> str:
-    return (SCRIPTS_SRC / name).read_text()
+    return (SCRIPTS_SRC / name).read_text(encoding="utf-8")
 
 
 def private_dirs(inv: Inventory, node: Node) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
+from importlib.resources import as_file, files
 
 import pytest
 
@@ -34,7 +34,7 @@ from provision.verify.checks import (
 )
 from provision.verify.plugin import Outcome, Plugin, Profile
 
-SUITE = Path(__file__).with_name("suite")
+SUITE = files("provision.verify.suite")
 
 
 class VerifyError(ProvisionError):
@@ -83,22 +83,26 @@ def run_suite(
     plugin = Plugin(
         pinned_host(session, profile.name), profile, waivers, today, session.server_version
     )
-    args = [
-        str(SUITE),
-        "-c",
-        str(SUITE / "pytest.ini"),
-        "--rootdir",
-        str(SUITE),
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:pytest11.testinfra",  # its `host` fixture would use an unpinned backend
-        "-q",
-    ]
-    if select:
-        args += ["-k", select]
     out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(out):
+    # pytest collects the suite by path, so it needs a real directory. pip installs a wheel
+    # unzipped, and an editable install or a checkout is a directory too; then as_file hands
+    # back the package's own directory (no copy), so pytest imports the checks as
+    # provision.verify.suite.*, the very modules whose registry the plugin reads.
+    with as_file(SUITE) as suite, redirect_stdout(out), redirect_stderr(out):
+        args = [
+            str(suite),
+            "-c",
+            str(suite / "pytest.ini"),
+            "--rootdir",
+            str(suite),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:pytest11.testinfra",  # its `host` fixture would use an unpinned backend
+            "-q",
+        ]
+        if select:
+            args += ["-k", select]
         code = pytest.main(args, plugins=[plugin])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise VerifyError(
