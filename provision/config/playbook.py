@@ -7,7 +7,6 @@ caller passes a `Run` (lifecycle adapts `ssh.Session.run`), which keeps it pure 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import shlex
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from provision.config import settings as S
+from provision.config.table import REQUIRED, Kind, Setting, closest, type_name
 from provision.config.yamlsrc import Loc, Value
 from provision.config.yamlsrc import load as load_yaml
 from provision.core.errors import ConfigError, Problem, ProvisionError
@@ -129,16 +129,15 @@ Parser = Callable[[Value, str, list[Problem]], Any]  # returns None when invalid
 Table = dict[str, tuple[Parser, Any]]
 
 
-def _typed(name: str, kind: S.Kind, **limits: Any) -> Parser:
-    setting = S.Setting(name, kind, "", **limits)
-    return lambda value, path, problems: S.parse_value(setting, value, path, problems)
+def _typed(name: str, kind: Kind, **limits: Any) -> Parser:
+    return Setting(name, kind, "", **limits).check
 
 
 def _text(regex: str, expected: str) -> Parser:
     def parse(value: Value, path: str, problems: list[Problem]) -> str | None:
         if isinstance(value.data, str) and re.fullmatch(regex, value.data):
             return value.data
-        got = S._type_name(value.data)
+        got = type_name(value.data)
         problems.append(value.loc.problem(path, f"expected {expected}, got {got}"))
         return None
 
@@ -148,34 +147,28 @@ def _text(regex: str, expected: str) -> Parser:
 def _fields(table: Table, value: Value, path: str, problems: list[Problem]) -> Any:
     """The mapping's values parsed, defaults filled in; None if anything was wrong."""
     if not value.is_map:
-        got = S._type_name(value.data)
+        got = type_name(value.data)
         problems.append(value.loc.problem(path, f"expected a mapping, got {got}"))
         return None
     before, out = len(problems), {}
     for key, item in value.data.items():
         sub = f"{path}.{key}" if path else key
         if key not in table:
-            problems.append(value.key_locs[key].problem(sub, f"unknown key{_closest(key, table)}"))
+            problems.append(value.key_locs[key].problem(sub, f"unknown key{closest(key, table)}"))
         elif (parsed := table[key][0](item, sub, problems)) is not None:
             out[key] = parsed
     for key, (_, default) in table.items():
         if key in value.data:
             continue
-        if default is S.REQUIRED:
+        if default is REQUIRED:
             problems.append(value.loc.problem(path, f"missing required key {key!r}"))
         out[key] = default
     return out if len(problems) == before else None
 
 
-def _closest(key: str, known: Iterable[str]) -> str:
-    names = sorted(known)
-    match = difflib.get_close_matches(key, names, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (known: {', '.join(names)})"
-
-
 def _argv(value: Value, path: str, problems: list[Problem]) -> tuple[str, ...] | None:
     if not value.is_list or not value.data:
-        got = "an empty list" if value.is_list else S._type_name(value.data)
+        got = "an empty list" if value.is_list else type_name(value.data)
         message = f"expected a list of arguments, e.g. [test, -f, /etc/motd], got {got}"
         problems.append(value.loc.problem(path, message))
         return None
@@ -183,7 +176,7 @@ def _argv(value: Value, path: str, problems: list[Problem]) -> tuple[str, ...] |
     for i, item in enumerate(value.data):
         if not isinstance(item.data, str):
             # Never convert: an unquoted 0644 has already become 420 by now.
-            got = S._type_name(item.data)
+            got = type_name(item.data)
             problems.append(item.loc.problem(f"{path}[{i}]", f"expected a string, got {got}"))
         elif i == 0 and (not item.data or any(c.isspace() for c in item.data)):
             message = f"{item.data!r} is not a program: one list item per argument, no shell"
@@ -218,28 +211,28 @@ def _selector(value: Value, path: str, problems: list[Problem]) -> Selector | No
 
 
 SELECTOR: Table = {
-    "roles": (_typed("role", S.Kind.ENUM_LIST, choices=S._values(Role)), None),
-    "nodes": (_typed("node", S.Kind.LIST, pattern=S.NAME), None),
+    "roles": (_typed("role", Kind.ENUM_LIST, enum=Role), None),
+    "nodes": (_typed("node", Kind.LIST, pattern=S.NAME), None),
 }
-BOOL = _typed("sudo", S.Kind.BOOL)
-RUN: Table = {"check": (_argv, S.REQUIRED), "apply": (_argv, S.REQUIRED), "sudo": (BOOL, True)}
+BOOL = _typed("sudo", Kind.BOOL)
+RUN: Table = {"check": (_argv, REQUIRED), "apply": (_argv, REQUIRED), "sudo": (BOOL, True)}
 MODE = 'an octal mode string like "0644" (quoted: YAML reads 0644 as the number 420)'
 PUT: Table = {
-    "path": (_text(r"/[^\x00-\x1f]*[^/\x00-\x1f]", "an absolute file path"), S.REQUIRED),
-    "content": (_typed("content", S.Kind.STR), S.REQUIRED),
+    "path": (_text(r"/[^\x00-\x1f]*[^/\x00-\x1f]", "an absolute file path"), REQUIRED),
+    "content": (_typed("content", Kind.STR), REQUIRED),
     "mode": (_text(r"[0-7]{3,4}", MODE), "0644"),
-    "owner": (_typed("owner", S.Kind.STR, pattern=S.USER), "root"),
-    "group": (_typed("group", S.Kind.STR, pattern=S.USER), "root"),
+    "owner": (_typed("owner", Kind.STR, pattern=S.USER), "root"),
+    "group": (_typed("group", Kind.STR, pattern=S.USER), "root"),
 }
 WAIT: Table = {
-    "until": (_argv, S.REQUIRED),
-    "timeout_s": (_typed("timeout_s", S.Kind.INT, minimum=1, maximum=86400), 300),
-    "interval_s": (_typed("interval_s", S.Kind.INT, minimum=1, maximum=3600), 5),
+    "until": (_argv, REQUIRED),
+    "timeout_s": (_typed("timeout_s", Kind.INT, minimum=1, maximum=86400), 300),
+    "interval_s": (_typed("interval_s", Kind.INT, minimum=1, maximum=3600), 5),
     "sudo": (BOOL, True),
 }
 ACTIONS = {"run": (RUN, RunAction), "put": (PUT, PutAction), "wait": (WAIT, WaitAction)}
 STEP: Table = {
-    "name": (_typed("name", S.Kind.STR, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"), S.REQUIRED),
+    "name": (_typed("name", Kind.STR, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"), REQUIRED),
     "on": (_selector, Selector()),
     **{kind: (_section(table, cls), None) for kind, (table, cls) in ACTIONS.items()},
 }
@@ -257,7 +250,7 @@ def _step(value: Value, path: str, problems: list[Problem]) -> Step | None:
 
 def _steps(value: Value, path: str, problems: list[Problem]) -> tuple[Step, ...] | None:
     if not value.is_list or not value.data:
-        got = "an empty list" if value.is_list else S._type_name(value.data)
+        got = "an empty list" if value.is_list else type_name(value.data)
         problems.append(value.loc.problem(path, f"expected a list of steps, got {got}"))
         return None
     steps = [_step(v, f"{path}[{i}]", problems) for i, v in enumerate(value.data)]
@@ -276,7 +269,7 @@ def _steps(value: Value, path: str, problems: list[Problem]) -> tuple[Step, ...]
 def load(path: Path) -> Playbook:
     """Load and check one playbook; raise ConfigError listing every problem."""
     problems: list[Problem] = []
-    v = _fields({"steps": (_steps, S.REQUIRED)}, load_yaml(path), "", problems)
+    v = _fields({"steps": (_steps, REQUIRED)}, load_yaml(path), "", problems)
     if v is None:
         raise ConfigError(problems)
     return Playbook(path.stem, path, v["steps"])
@@ -313,7 +306,7 @@ def check_against(playbooks: Iterable[Playbook], node_names: Iterable[str]) -> l
             locs = sel.node_locs or (Loc(str(pb.source), 0, 0),) * len(sel.nodes)
             for j, (name, loc) in enumerate(zip(sel.nodes, locs, strict=True)):
                 if name not in known:
-                    message = f"no node {name!r} in the inventory{_closest(name, known)}"
+                    message = f"no node {name!r} in the inventory{closest(name, known)}"
                     out.append(str(loc.problem(f"steps[{i}].on.nodes[{j}]", message)))
     return out
 
