@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from provision.boundary.process import run as run_local
-from provision.config import playbook
+from provision.config import playbook, settings
 from provision.config.playbook import CommandResult, PlaybookError, PutAction
 from provision.core.errors import ConfigError, ProvisionError
-from provision.core.model import Admin, DockerMode, Node, Role
+from provision.core.model import Node, Role
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "playbooks"
@@ -30,25 +30,9 @@ SECRET = "token=s3cr3t-do-not-log\n"
 
 
 def node(name: str, *roles: Role) -> Node:
-    return Node(
-        name=name,
-        hypervisor="h1",
-        network="lo",
-        address=None,
-        ssh_port=10022,
-        vcpus=1,
-        memory_mib=1536,
-        disk_gib=8,
-        data_disk_gib=0,
-        cmdline_extra=(),
-        roles=roles,
-        docker=DockerMode.NONE,
-        admin=Admin("ops", (), True, None),
-        workload_user="app",
-        sysctl=(),
-        labels=(),
-        groups=(),
-    )
+    """A node as the inventory's table builds it: what is not named here takes its default."""
+    values = {"hypervisor": "h1", "network": "lo", "ssh_port": 10022, "docker": "none"}
+    return settings.NODE.build({**values, "roles": roles}, name=name)
 
 
 def write(tmp_path: Path, text: str, name: str = "pb.yaml") -> playbook.Playbook:

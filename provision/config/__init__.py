@@ -1,2 +1,2 @@
-"""Loading: YAML with source locations, the settings table, the inventory and playbook parsers.
-Everything after this layer sees frozen dataclasses only."""
+"""Loading: YAML with source locations, the settings engine and the inventory's tables, the
+inventory and playbook parsers. Everything after this layer sees frozen dataclasses only."""

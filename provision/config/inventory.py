@@ -1,32 +1,30 @@
 """Loading an inventory: YAML -> checked, merged (defaults -> groups -> node), frozen Inventory.
 
-Every problem is collected and raised at once as a located ConfigError.
+Each section is checked and built by its table (config.settings); what stays here is what a table
+cannot say: the layering of node settings, references between sections (hypervisor, network and
+group names, waiver ids in the catalogue, one control plane) and rules across keys. Every problem
+is collected and raised at once as a located ConfigError.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from provision.baseline import catalogue, hardening
 from provision.config import settings as S
+from provision.config.table import Kind, Parsed, Table, closest
 from provision.config.yamlsrc import Loc, Value
 from provision.config.yamlsrc import load as load_yaml
 from provision.core.errors import ConfigError, Problem
 from provision.core.model import (
-    Accel,
-    Admin,
-    AllowRule,
-    DockerMode,
-    Hypervisor,
-    ImageSpec,
     Inventory,
     K8sInstall,
     Kubernetes,
-    Network,
     NetworkMode,
     Node,
     Role,
@@ -46,16 +44,16 @@ def build(root: Value, path: Path) -> Inventory:
     if problems and not top:
         raise ConfigError(problems)
 
-    image = S.parse_section(S.IMAGE, top.get("image", Value({}, root.loc)), "image", problems)
-    hypervisors = _named(top, "hypervisors", S.HYPERVISOR, problems, partial=False)
-    networks = _named(top, "networks", S.NETWORK, problems, partial=False)
+    base = path.parent  # relative file settings are the inventory's
+    image = S.IMAGE.parse(top.get("image", Value({}, root.loc)), "image", problems)
+    hypervisors = _named(top, "hypervisors", S.HYPERVISOR, problems, base=base)
+    networks = _named(top, "networks", S.NETWORK, problems, base=base)
+    layers = S.NODE.without("groups")  # defaults and groups name no groups themselves
     defaults = (
-        S.parse_section(S.NODE, top["defaults"], "defaults", problems, partial=True)
-        if "defaults" in top
-        else S.Parsed()
+        layers.layer(top["defaults"], "defaults", problems) if "defaults" in top else Parsed()
     )
-    groups = _named(top, "groups", S.NODE, problems, partial=True)
-    raw_nodes = _named(top, "nodes", S.NODE + S.NODE_ONLY, problems, partial=True)
+    groups = _named(top, "groups", layers, problems, layer=True)
+    raw_nodes = _named(top, "nodes", S.NODE, problems, layer=True)
     if "nodes" in top and top["nodes"].is_map and not top["nodes"].data:
         problems.append(top["nodes"].loc.problem("nodes", "at least one node is required"))
 
@@ -70,68 +68,34 @@ def build(root: Value, path: Path) -> Inventory:
         merged, origin = _merge(name, parsed, defaults, groups, node_loc, problems)
         if merged is None:
             continue
-        node = _node(path, name, merged, origin, node_loc, hypervisors, networks, problems)
+        node = _node(base, name, merged, origin, node_loc, hypervisors, networks, problems)
         if node is not None:
             nodes.append(node)
     _check_unique(nodes, raw_nodes, top, problems)
     playbooks = _playbooks(path, top.get("playbooks"), problems)
-    kubernetes = _kubernetes(path, top.get("kubernetes"), problems)
+    kubernetes = _kubernetes(base, top.get("kubernetes"), problems)
     if len(nodes) == len(raw_nodes):  # else the role count would blame a node already reported
         _check_roles(nodes, kubernetes, top, problems)
 
     if problems:
         raise ConfigError(problems)
-    name = top["name"].data
     state = top.get("state_dir")
     return Inventory(
-        name=name,
+        name=top["name"].data,
         source=path,
-        state_dir=Path(state.data if state else "~/.local/share/provision").expanduser(),
-        image=ImageSpec(
-            name=image.values["name"],
-            suite=image.values["suite"],
-            mirror=image.values["mirror"],
-            snapshot=image.values["snapshot"],
-            kernel_flavour=image.values["kernel_flavour"],
-            extra_packages=tuple(image.values["extra_packages"]),
-            source_date_epoch=image.values["source_date_epoch"],
-        ),
-        hypervisors=tuple(
-            Hypervisor(
-                name=h,
-                uri=v.values["uri"],
-                pool_name=v.values["pool_name"],
-                pool_path=v.values["pool_path"],
-                accel=Accel(v.values["accel"]),
-                require_nvme=v.values["require_nvme"],
-                known_hosts=_relative(path, v.values["known_hosts"]),
-                identity_file=_relative(path, v.values["identity_file"]),
-            )
-            for h, v in hypervisors.items()
-        ),
-        networks=tuple(
-            Network(
-                name=n,
-                mode=NetworkMode(v.values["mode"]),
-                bridge=v.values["bridge"],
-                cidr=v.values["cidr"],
-                gateway=v.values["gateway"],
-                dns=tuple(v.values["dns"]),
-            )
-            for n, v in networks.items()
-        ),
+        state_dir=Path(state.data if state else S.TOP["state_dir"].default).expanduser(),
+        image=image.result(),
+        hypervisors=tuple(h.result() for h in hypervisors.values()),
+        networks=tuple(n.result() for n in networks.values()),
         nodes=tuple(nodes),
         playbooks=playbooks,
         kubernetes=kubernetes,
     )
 
 
-def _kubernetes(path: Path, value: Value | None, problems: list[Problem]) -> Kubernetes | None:
+def _kubernetes(base: Path, value: Value | None, problems: list[Problem]) -> Kubernetes | None:
     if value is None:
         return None
-    rest = Value({k: v for k, v in value.data.items() if k != "namespaces"}, value.loc)
-    rest.key_locs.update({k: v for k, v in value.key_locs.items() if k != "namespaces"})
-    parsed = S.parse_section(S.KUBERNETES, rest, "kubernetes", problems)
     namespaces = []
     raw = value.data.get("namespaces")
     if raw is not None and not raw.is_map:
@@ -141,24 +105,20 @@ def _kubernetes(path: Path, value: Value | None, problems: list[Problem]) -> Kub
             ns = _namespace(name, ns_value, raw.key_locs[name], problems)
             if ns is not None:
                 namespaces.append(ns)
+    parsed = S.KUBERNETES.parse(
+        value,
+        "kubernetes",
+        problems,
+        base=base,
+        leave={"namespaces"},
+        namespaces=tuple(namespaces),
+    )
     v = parsed.values
-    install = v.get("install")
-    if install == K8sInstall.BUNDLE.value:
+    if v.get("install") == K8sInstall.BUNDLE:
         for key in ("bundle", "bundle_sha256"):
             if v.get(key) is None and key not in parsed.invalid:
                 problems.append(value.loc.problem("kubernetes", f"install: bundle needs {key!r}"))
-    if parsed.invalid or any(k not in v for k in ("version", "install")):
-        return None
-    return Kubernetes(
-        version=v["version"],
-        install=K8sInstall(str(install)),
-        bundle=_relative(path, v["bundle"]),
-        bundle_sha256=v["bundle_sha256"],
-        pod_cidr=v["pod_cidr"],
-        service_cidr=v["service_cidr"],
-        api_port=v["api_port"],
-        namespaces=tuple(namespaces),
-    )
+    return parsed.built
 
 
 def _namespace(
@@ -176,9 +136,6 @@ def _namespace(
         problems.append(value.loc.problem(path, "expected a mapping"))
         return None
     allow_value = value.data.get("allow")
-    rest = Value({k: v for k, v in value.data.items() if k != "allow"}, value.loc)
-    rest.key_locs.update({k: v for k, v in value.key_locs.items() if k != "allow"})
-    parsed = S.parse_section(S.NAMESPACE, rest, path, problems)
     rules = []
     if allow_value is not None and not allow_value.is_map:
         problems.append(allow_value.loc.problem(f"{path}.allow", "expected a mapping"))
@@ -188,32 +145,21 @@ def _namespace(
             if not re.match(S.NAME, rule):
                 problems.append(allow_value.key_locs[rule].problem(rpath, "not a valid rule name"))
                 continue
-            r = S.parse_section(S.ALLOW_RULE, rule_value, rpath, problems)
+            r = S.ALLOW_RULE.parse(rule_value, rpath, problems, name=rule)
             if r.invalid or not rule_value.is_map:
                 continue
-            if (
-                not r.values["pods"]
-                and not r.values["from_namespaces"]
-                and not r.values["from_pods"]
-            ):
+            if not (r.values["pods"] or r.values["from_namespaces"] or r.values["from_pods"]):
                 problems.append(
                     rule_value.loc.problem(rpath, "an allow rule needs pods or a source")
                 )
-            ports = tuple(int(p) for p in r.values["ports"])
-            if any(not 0 < p < 65536 for p in ports):
+            if any(not 0 < int(p) < 65536 for p in r.values["ports"]):
                 problems.append(rule_value.loc.problem(f"{rpath}.ports", "ports are 1-65535"))
-            rules.append(
-                AllowRule(
-                    name=rule,
-                    pods=tuple(sorted(r.values["pods"].items())),
-                    from_namespaces=tuple(r.values["from_namespaces"]),
-                    from_pods=tuple(sorted(r.values["from_pods"].items())),
-                    ports=ports,
-                )
-            )
-    if parsed.invalid:
-        return None
-    return WorkloadNamespace(name, tuple(rules), parsed.values["sample_workload"])
+            if r.built is not None:
+                rules.append(r.built)
+    parsed = S.NAMESPACE.parse(
+        value, path, problems, leave={"allow"}, name=name, allow=tuple(rules)
+    )
+    return parsed.built
 
 
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
@@ -254,80 +200,76 @@ def _playbooks(path: Path, value: Value | None, problems: list[Problem]) -> tupl
     out = []
     for i, item in enumerate(value.data):
         p = _relative(path, str(item.data))
-        assert p is not None
         if not p.is_file():
             problems.append(item.loc.problem(f"playbooks[{i}]", f"no such file: {p}"))
         out.append(p)
     return tuple(out)
 
 
-def _relative(inventory: Path, value: str | None) -> Path | None:
-    if value is None:
-        return None
+def _relative(inventory: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else inventory.parent / p
 
 
 def _top(root: Value, problems: list[Problem]) -> dict[str, Value]:
+    """The top level's keys: scalars checked, sections kept for the loaders of their own."""
     if not root.is_map:
         problems.append(root.loc.problem("", "an inventory must be a mapping"))
         return {}
-    known = {s.name: s for s in S.TOP}
     top: dict[str, Value] = {}
     for key, value in root.data.items():
-        if key not in known:
-            problems.append(root.key_locs[key].problem(key, f"unknown key{S._closest(key, known)}"))
-        elif key in ("name", "state_dir", "playbooks"):
-            if S.parse_value(known[key], value, key, problems) is not None:
+        setting = S.TOP.get(key)
+        if setting is None:
+            problems.append(root.key_locs[key].problem(key, f"unknown key{closest(key, S.TOP)}"))
+        elif setting.kind is not Kind.SECTION:
+            if setting.check(value, key, problems) is not None:
                 top[key] = value
         elif not value.is_map:
             problems.append(value.loc.problem(key, "expected a mapping"))
         else:
             top[key] = value
-    for setting in S.TOP:
-        if setting.required and setting.name not in root.data:
-            problems.append(root.loc.problem("", f"missing required key {setting.name!r}"))
+    for setting in S.TOP.missing(root.data):
+        problems.append(root.loc.problem("", f"missing required key {setting.name!r}"))
     return top
 
 
 def _named(
     top: dict[str, Value],
     key: str,
-    table: tuple[S.Setting, ...],
+    table: Table[Any],
     problems: list[Problem],
     *,
-    partial: bool,
-) -> dict[str, S.Parsed]:
-    out: dict[str, S.Parsed] = {}
+    layer: bool = False,
+    base: Path | None = None,
+) -> dict[str, Parsed[Any]]:
+    """A mapping of names to sections: each one parsed whole (and built, named by its key), or
+    as a layer merged later (groups, nodes)."""
+    out: dict[str, Parsed[Any]] = {}
     if key not in top:
         return out
     for name, value in top[key].data.items():
         path = f"{key}.{name}"
-        if (
-            S.parse_value(
-                S.Setting("name", S.Kind.STR, "", pattern=S.NAME),
-                Value(name, top[key].key_locs[name]),
-                path,
-                problems,
-            )
-            is None
-        ):
+        if S.NAME_KEY.check(Value(name, top[key].key_locs[name]), path, problems) is None:
             continue
-        if value.data is None and partial:
+        if not layer:
+            out[name] = table.parse(value, path, problems, base=base, name=name)
+            continue
+        if value.data is None:
             value = Value({}, value.loc)  # `node1:` with nothing under it takes the defaults
-        out[name] = S.parse_section(table, value, path, problems, partial=partial)
+        out[name] = table.layer(value, path, problems)
     return out
 
 
 def _merge(
     name: str,
-    node: S.Parsed,
-    defaults: S.Parsed,
-    groups: dict[str, S.Parsed],
+    node: Parsed[Any],
+    defaults: Parsed[Any],
+    groups: dict[str, Parsed[Any]],
     node_value: Value,
     problems: list[Problem],
 ) -> tuple[dict[str, Any] | None, dict[str, Value]]:
-    """defaults, then each group in order, then the node: scalars and lists replace, maps merge."""
+    """The table's defaults, then defaults, each group in order, then the node: scalars and lists
+    replace, maps merge."""
     layers = [defaults]
     for i, group in enumerate(node.values.get("groups", ())):
         if group not in groups:
@@ -338,11 +280,11 @@ def _merge(
             return None, {}
         layers.append(groups[group])
     layers.append(node)
-    merged: dict[str, Any] = {}
-    origin: dict[str, Value] = {}
     invalid = set().union(*(layer.invalid for layer in layers))
     if invalid:
         return None, {}  # already reported; checks on a half-valid node would only cascade
+    merged: dict[str, Any] = S.NODE.defaults()
+    origin: dict[str, Value] = {}
     for layer in layers:
         for key, value in layer.values.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -350,30 +292,19 @@ def _merge(
             else:
                 merged[key] = value
             origin[key] = layer.locs[key]
-    missing = False
-    for setting in S.NODE + S.NODE_ONLY:
-        if setting.name in merged:
-            continue
-        if setting.required:
-            missing = True
-            problems.append(
-                node_value.loc.problem(
-                    f"nodes.{name}",
-                    f"missing required key {setting.name!r} "
-                    "(set it on the node, a group or defaults)",
-                )
+    missing = S.NODE.missing(merged)
+    for setting in missing:
+        problems.append(
+            node_value.loc.problem(
+                f"nodes.{name}",
+                f"missing required key {setting.name!r} (set it on the node, a group or defaults)",
             )
-        else:
-            merged[setting.name] = setting.default
-    if missing:
-        return None, {}
-    admin = {s.name: s.default for s in S.ADMIN} | merged["admin"]
-    merged["admin"] = admin
-    return merged, origin
+        )
+    return (None, {}) if missing else (merged, origin)
 
 
 def _check_hypervisor(
-    name: str, parsed: S.Parsed, hypervisors: Value, problems: list[Problem]
+    name: str, parsed: Parsed[Any], hypervisors: Value, problems: list[Problem]
 ) -> None:
     """An SSH transport must pin the hypervisor's host key: never trust on first use."""
     scheme = str(parsed.values.get("uri") or "").partition("://")[0]
@@ -386,7 +317,9 @@ def _check_hypervisor(
         )
 
 
-def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[Problem]) -> None:
+def _check_network(
+    name: str, parsed: Parsed[Any], networks: Value, problems: list[Problem]
+) -> None:
     v, path, loc = parsed.values, f"networks.{name}", networks.data[name].loc
     if v.get("mode") != NetworkMode.BRIDGE or parsed.invalid:
         return
@@ -409,15 +342,16 @@ def _check_network(name: str, parsed: S.Parsed, networks: Value, problems: list[
 
 
 def _node(
-    source: Path,
+    base: Path,
     name: str,
     v: dict[str, Any],
     origin: dict[str, Value],
     node_value: Value,
-    hypervisors: dict[str, S.Parsed],
-    networks: dict[str, S.Parsed],
+    hypervisors: dict[str, Parsed[Any]],
+    networks: dict[str, Parsed[Any]],
     problems: list[Problem],
 ) -> Node | None:
+    """The merged node built by its table, then checked against the rest of the inventory."""
     path = f"nodes.{name}"
     before = len(problems)
 
@@ -426,74 +360,41 @@ def _node(
         loc = origin[top].loc if top in origin else node_value.loc
         problems.append(loc.problem(f"{path}.{key}", message))
 
-    if v["hypervisor"] not in hypervisors:
-        bad("hypervisor", f"unknown hypervisor {v['hypervisor']!r}")
-    network = networks.get(v["network"])
+    waivers = tuple(_waiver(check_id, text, bad) for check_id, text in v["waivers"].items())
+    node = S.NODE.build(v, base=base, name=name, waivers=tuple(w for w in waivers if w is not None))
+    if node.hypervisor not in hypervisors:
+        bad("hypervisor", f"unknown hypervisor {node.hypervisor!r}")
+    network = networks.get(node.network)
     if network is None:
-        bad("network", f"unknown network {v['network']!r}")
+        bad("network", f"unknown network {node.network!r}")
     elif network.values.get("mode") == NetworkMode.USER:
-        if v["ssh_port"] is None:
-            bad(
-                "ssh_port",
-                "a node on a user-mode network needs ssh_port (loopback SSH forward)",
-            )
-        if v["address"] is not None:
+        if node.ssh_port is None:
+            bad("ssh_port", "a node on a user-mode network needs ssh_port (loopback SSH forward)")
+        if node.address is not None:
             bad("address", "a user-mode network takes no static address")
     elif network.values.get("mode") == NetworkMode.BRIDGE:
-        if v["address"] is None:
-            bad(
-                "address",
-                "a node on a bridged network needs a static address (e.g. 10.0.0.5/24)",
-            )
+        if node.address is None:
+            bad("address", "a node on a bridged network needs a static address (e.g. 10.0.0.5/24)")
         else:
-            _check_address(v["address"], network.values.get("cidr"), bad)
-    admin = v["admin"]
-    if not admin["managed_key"] and not admin["ssh_keys"]:
+            _check_address(node.address, network.values.get("cidr"), bad)
+    admin = node.admin
+    if not admin.managed_key and not admin.ssh_keys:
         bad("admin", "no way to log in: set admin.ssh_keys or admin.managed_key: true")
-    if not admin["managed_key"] and admin["identity_file"] is None:
+    if not admin.managed_key and admin.identity_file is None:
         bad("admin", "set admin.identity_file (the private key to log in with) or managed_key")
-    for key, user in (("admin", admin["name"]), ("workload_user", v["workload_user"])):
+    for key, user in (("admin", admin.name), ("workload_user", node.workload_user)):
         if user == hardening.VERIFIER_USER:
             bad(key, f"{user!r} is reserved for the verification account")
-    if admin["name"] == v["workload_user"]:
-        bad(
-            "workload_user",
-            "must differ from admin.name (the workload user has no sudo)",
-        )
-    waivers = tuple(_waiver(check_id, text, bad) for check_id, text in v["waivers"].items())
-    if len(problems) > before:
-        return None
-    return Node(
-        name=name,
-        hypervisor=v["hypervisor"],
-        network=v["network"],
-        address=v["address"],
-        ssh_port=v["ssh_port"],
-        vcpus=v["vcpus"],
-        memory_mib=v["memory_mib"],
-        disk_gib=v["disk_gib"],
-        data_disk_gib=v["data_disk_gib"],
-        cmdline_extra=tuple(v["cmdline_extra"]),
-        roles=tuple(Role(r) for r in dict.fromkeys(v["roles"])),
-        docker=DockerMode(v["docker"]),
-        admin=Admin(
-            admin["name"],
-            tuple(admin["ssh_keys"]),
-            admin["managed_key"],
-            _relative(source, admin["identity_file"]),
-        ),
-        workload_user=v["workload_user"],
-        sysctl=tuple(sorted(v["sysctl"].items())),
-        labels=tuple(sorted(v["labels"].items())),
-        groups=tuple(v["groups"]),
-        waivers=tuple(w for w in waivers if w is not None),
-    )
+    if admin.name == node.workload_user:
+        bad("workload_user", "must differ from admin.name (the workload user has no sudo)")
+    return node if len(problems) == before else None
 
 
+Bad = Callable[[str, str], None]  # (key under the node, message): a problem located on the node
 _UNTIL = re.compile(r"^until (\d{4}-\d{2}-\d{2}): (.*)$")
 
 
-def _waiver(check_id: str, text: str, bad: Any) -> Waiver | None:
+def _waiver(check_id: str, text: str, bad: Bad) -> Waiver | None:
     """`reason` or `until YYYY-MM-DD: reason`; the id must be in the hardening catalogue."""
     if check_id not in catalogue.ids():
         bad(f"waivers.{check_id}", "not a check id of the hardening catalogue")
@@ -513,7 +414,7 @@ def _waiver(check_id: str, text: str, bad: Any) -> Waiver | None:
     return Waiver(check_id, text.strip(), expires)
 
 
-def _check_address(text: str, cidr: str | None, bad: Any) -> None:
+def _check_address(text: str, cidr: str | None, bad: Bad) -> None:
     try:
         iface = ipaddress.ip_interface(text)
     except ValueError as exc:
@@ -532,7 +433,7 @@ def _check_address(text: str, cidr: str | None, bad: Any) -> None:
 
 def _check_unique(
     nodes: list[Node],
-    raw: dict[str, S.Parsed],
+    raw: dict[str, Parsed[Any]],
     top: dict[str, Value],
     problems: list[Problem],
 ) -> None:

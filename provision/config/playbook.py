@@ -8,17 +8,17 @@ testable.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from provision.config import settings as S
+from provision.config.settings import NAME, USER
+from provision.config.table import Kind, Parser, Setting, Table, closest, type_name
 from provision.config.yamlsrc import Loc, Value
 from provision.config.yamlsrc import load as load_yaml
 from provision.core.errors import ConfigError, Problem, ProvisionError
@@ -124,59 +124,25 @@ class PlaybookError(ProvisionError):
         super().__init__(f"playbook {playbook}, step {step}, node {node}: {what}{lines}")
 
 
-# --- parsing: one table per mapping, key -> (parser, default) -----------------------------------
-
-Parser = Callable[[Value, str, list[Problem]], Any]  # returns None when invalid (reported)
-Table = dict[str, tuple[Parser, Any]]
-
-
-def _typed(name: str, kind: S.Kind, **limits: Any) -> Parser:
-    setting = S.Setting(name, kind, "", **limits)
-    return lambda value, path, problems: S.parse_value(setting, value, path, problems)
+# --- parsing: one table per mapping, in the settings engine (config.table) ---------------------
 
 
 def _text(regex: str, expected: str) -> Parser:
+    """A string the whole of which matches, or one message saying what was expected."""
+
     def parse(value: Value, path: str, problems: list[Problem]) -> str | None:
         if isinstance(value.data, str) and re.fullmatch(regex, value.data):
             return value.data
-        got = S._type_name(value.data)
+        got = type_name(value.data)
         problems.append(value.loc.problem(path, f"expected {expected}, got {got}"))
         return None
 
     return parse
 
 
-def _fields(table: Table, value: Value, path: str, problems: list[Problem]) -> Any:
-    """The mapping's values parsed, defaults filled in; None if anything was wrong."""
-    if not value.is_map:
-        got = S._type_name(value.data)
-        problems.append(value.loc.problem(path, f"expected a mapping, got {got}"))
-        return None
-    before, out = len(problems), {}
-    for key, item in value.data.items():
-        sub = f"{path}.{key}" if path else key
-        if key not in table:
-            problems.append(value.key_locs[key].problem(sub, f"unknown key{_closest(key, table)}"))
-        elif (parsed := table[key][0](item, sub, problems)) is not None:
-            out[key] = parsed
-    for key, (_, default) in table.items():
-        if key in value.data:
-            continue
-        if default is S.REQUIRED:
-            problems.append(value.loc.problem(path, f"missing required key {key!r}"))
-        out[key] = default
-    return out if len(problems) == before else None
-
-
-def _closest(key: str, known: Iterable[str]) -> str:
-    names = sorted(known)
-    match = difflib.get_close_matches(key, names, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (known: {', '.join(names)})"
-
-
 def _argv(value: Value, path: str, problems: list[Problem]) -> tuple[str, ...] | None:
     if not value.is_list or not value.data:
-        got = "an empty list" if value.is_list else S._type_name(value.data)
+        got = "an empty list" if value.is_list else type_name(value.data)
         message = f"expected a list of arguments, e.g. [test, -f, /etc/motd], got {got}"
         problems.append(value.loc.problem(path, message))
         return None
@@ -184,7 +150,7 @@ def _argv(value: Value, path: str, problems: list[Problem]) -> tuple[str, ...] |
     for i, item in enumerate(value.data):
         if not isinstance(item.data, str):
             # Never convert: an unquoted 0644 has already become 420 by now.
-            got = S._type_name(item.data)
+            got = type_name(item.data)
             problems.append(item.loc.problem(f"{path}[{i}]", f"expected a string, got {got}"))
         elif i == 0 and (not item.data or any(c.isspace() for c in item.data)):
             message = f"{item.data!r} is not a program: one list item per argument, no shell"
@@ -192,73 +158,94 @@ def _argv(value: Value, path: str, problems: list[Problem]) -> tuple[str, ...] |
     return tuple(v.data for v in value.data) if len(problems) == before else None
 
 
-def _section(table: Table, build: Callable[..., Any]) -> Parser:
-    def parse(value: Value, path: str, problems: list[Problem]) -> Any:
-        v = _fields(table, value, path, problems)
-        return None if v is None else build(**v)
-
-    return parse
-
-
 def _selector(value: Value, path: str, problems: list[Problem]) -> Selector | None:
-    v = _fields(SELECTOR, value, path, problems)
-    if v is None:
+    parsed = SELECTOR.parse(value, path, problems)
+    if parsed.built is None:
         return None
-    given = [k for k in SELECTOR if v[k] is not None]
+    given = [k for k in ("roles", "nodes") if k in value.data]
     if len(given) != 1:
         problems.append(value.loc.problem(path, "give exactly one of roles or nodes"))
         return None
     key = given[0]
-    if not v[key]:
+    if not parsed.values[key]:
         message = "empty list: omit `on` to run on every node"
         problems.append(value.data[key].loc.problem(f"{path}.{key}", message))
         return None
-    if key == "roles":
-        return Selector(roles=tuple(Role(r) for r in dict.fromkeys(v[key])))
-    return Selector(nodes=v[key], node_locs=tuple(i.loc for i in value.data[key].data))
+    if key == "nodes":  # where each name was, for check_against
+        locs = tuple(i.loc for i in value.data["nodes"].data)
+        return replace(parsed.built, node_locs=locs)
+    return parsed.built
 
 
-SELECTOR: Table = {
-    "roles": (_typed("role", S.Kind.ENUM_LIST, choices=S._values(Role)), None),
-    "nodes": (_typed("node", S.Kind.LIST, pattern=S.NAME), None),
-}
-BOOL = _typed("sudo", S.Kind.BOOL)
-RUN: Table = {"check": (_argv, S.REQUIRED), "apply": (_argv, S.REQUIRED), "sudo": (BOOL, True)}
+SUDO = Setting("sudo", Kind.BOOL, "Run as `sudo -n -- ARGV`.", True)
+ARGV = "An argv list, never a shell string."
+SELECTOR = Table(
+    Selector,
+    Setting("roles", Kind.ENUM_LIST, "Nodes with any of these roles.", (), enum=Role),
+    Setting(
+        "nodes",
+        Kind.LIST,
+        "These nodes, by name.",
+        (),
+        # Checked as a list of `node`: the message says "'X' is not a valid node".
+        parse=Setting("node", Kind.LIST, "A node name.", pattern=NAME).check,
+    ),
+)
+RUN = Table(
+    RunAction,
+    Setting("check", Kind.LIST, f"Exit 0: done. {ARGV}", parse=_argv),
+    Setting(
+        "apply",
+        Kind.LIST,
+        f"Runs when the check fails; then the check must pass. {ARGV}",
+        parse=_argv,
+    ),
+    SUDO,
+)
 MODE = 'an octal mode string like "0644" (quoted: YAML reads 0644 as the number 420)'
-PUT: Table = {
-    "path": (_text(r"/[^\x00-\x1f]*[^/\x00-\x1f]", "an absolute file path"), S.REQUIRED),
-    "content": (_typed("content", S.Kind.STR), S.REQUIRED),
-    "mode": (_text(r"[0-7]{3,4}", MODE), "0644"),
-    "owner": (_typed("owner", S.Kind.STR, pattern=S.USER), "root"),
-    "group": (_typed("group", S.Kind.STR, pattern=S.USER), "root"),
-}
-WAIT: Table = {
-    "until": (_argv, S.REQUIRED),
-    "timeout_s": (_typed("timeout_s", S.Kind.INT, minimum=1, maximum=86400), 300),
-    "interval_s": (_typed("interval_s", S.Kind.INT, minimum=1, maximum=3600), 5),
-    "sudo": (BOOL, True),
-}
-ACTIONS = {"run": (RUN, RunAction), "put": (PUT, PutAction), "wait": (WAIT, WaitAction)}
-STEP: Table = {
-    "name": (_typed("name", S.Kind.STR, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"), S.REQUIRED),
-    "on": (_selector, Selector()),
-    **{kind: (_section(table, cls), None) for kind, (table, cls) in ACTIONS.items()},
-}
+PUT = Table(
+    PutAction,
+    Setting(
+        "path",
+        Kind.STR,
+        "Absolute path of the file; its directory must exist.",
+        parse=_text(r"/[^\x00-\x1f]*[^/\x00-\x1f]", "an absolute file path"),
+    ),
+    Setting("content", Kind.STR, "The file's content: never logged or shown in errors."),
+    Setting("mode", Kind.STR, "Octal mode, quoted.", "0644", parse=_text(r"[0-7]{3,4}", MODE)),
+    Setting("owner", Kind.STR, "Owner of the file.", "root", pattern=USER),
+    Setting("group", Kind.STR, "Group of the file.", "root", pattern=USER),
+)
+WAIT = Table(
+    WaitAction,
+    Setting("until", Kind.LIST, f"Ready when it exits 0. {ARGV}", parse=_argv),
+    Setting("timeout_s", Kind.INT, "Fail after this long.", 300, minimum=1, maximum=86400),
+    Setting("interval_s", Kind.INT, "Between two tries.", 5, minimum=1, maximum=3600),
+    SUDO,
+)
+ACTIONS: dict[str, Table[Any]] = {"run": RUN, "put": PUT, "wait": WAIT}
+STEP: Table[dict[str, Any]] = Table(
+    dict,  # a Step takes exactly one of the actions: _step builds it
+    Setting("name", Kind.STR, "Unique in the file.", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
+    Setting("on", Kind.SECTION, "The nodes: every node when omitted.", Selector(), parse=_selector),
+    *(Setting(k, Kind.SECTION, f"A {k} step.", None, table=t) for k, t in ACTIONS.items()),
+)
 
 
 def _step(value: Value, path: str, problems: list[Problem]) -> Step | None:
-    v = _fields(STEP, value, path, problems)
+    parsed = STEP.parse(value, path, problems)
     kinds = [k for k in ACTIONS if value.is_map and k in value.data]
     if value.is_map and len(kinds) != 1:
         got = f" (got {', '.join(kinds)})" if kinds else ""
         problems.append(value.loc.problem(path, f"needs exactly one of run, put, wait{got}"))
         return None
+    v = parsed.built
     return None if v is None else Step(v["name"], v["on"], v[kinds[0]])
 
 
 def _steps(value: Value, path: str, problems: list[Problem]) -> tuple[Step, ...] | None:
     if not value.is_list or not value.data:
-        got = "an empty list" if value.is_list else S._type_name(value.data)
+        got = "an empty list" if value.is_list else type_name(value.data)
         problems.append(value.loc.problem(path, f"expected a list of steps, got {got}"))
         return None
     steps = [_step(v, f"{path}[{i}]", problems) for i, v in enumerate(value.data)]
@@ -274,13 +261,16 @@ def _steps(value: Value, path: str, problems: list[Problem]) -> tuple[Step, ...]
     return None if None in steps else tuple(s for s in steps if s is not None)
 
 
+PLAYBOOK = Table(Playbook, Setting("steps", Kind.LIST, "The steps, in order.", parse=_steps))
+
+
 def load(path: Path) -> Playbook:
     """Load and check one playbook; raise ConfigError listing every problem."""
     problems: list[Problem] = []
-    v = _fields({"steps": (_steps, S.REQUIRED)}, load_yaml(path), "", problems)
-    if v is None:
+    parsed = PLAYBOOK.parse(load_yaml(path), "", problems, name=path.stem, source=path)
+    if parsed.built is None:
         raise ConfigError(problems)
-    return Playbook(path.stem, path, v["steps"])
+    return parsed.built
 
 
 def load_all(paths: Iterable[Path]) -> tuple[Playbook, ...]:
@@ -314,7 +304,7 @@ def check_against(playbooks: Iterable[Playbook], node_names: Iterable[str]) -> l
             locs = sel.node_locs or (Loc(str(pb.source), 0, 0),) * len(sel.nodes)
             for j, (name, loc) in enumerate(zip(sel.nodes, locs, strict=True)):
                 if name not in known:
-                    message = f"no node {name!r} in the inventory{_closest(name, known)}"
+                    message = f"no node {name!r} in the inventory{closest(name, known)}"
                     out.append(str(loc.problem(f"steps[{i}].on.nodes[{j}]", message)))
     return out
 

@@ -1,77 +1,46 @@
-"""The settings table: every inventory key with its type, default, limits and help.
+"""The inventory's settings: one table per section, each row a key with its type, default,
+limits and help, the field of core.model it fills and, for node settings, whether it reaches the
+cloud-init seed.
 
-One table drives parsing, the error messages, `provision settings` (the reference a newcomer reads)
-and the generated broken-inventory tests.
+The tables drive parsing (config.table builds the frozen dataclasses from them), the error
+messages, `provision settings` and the generated broken-inventory tests. A new node setting is one
+row in NODE and one field in core.model.Node; nothing else.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from provision.config.yamlsrc import Value
-from provision.core.errors import Problem
-from provision.core.model import Accel, DockerMode, NetworkMode, Role
-
-
-class Kind(StrEnum):
-    STR = "string"
-    INT = "integer"
-    BOOL = "boolean"
-    ENUM = "one of"
-    LIST = "list of strings"
-    ENUM_LIST = "list of"
-    MAP = "mapping of key to scalar"
-    SECTION = "mapping"
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "required"
-
-
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    kind: Kind
-    help: str
-    default: Any = REQUIRED
-    minimum: int | None = None
-    maximum: int | None = None
-    choices: tuple[str, ...] = ()
-    pattern: str | None = None  # for STR, LIST items and MAP keys
-    fields: tuple[Setting, ...] = ()  # for SECTION
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    def describe(self) -> str:
-        kind = self.kind.value
-        if self.choices:
-            kind = f"{kind} {', '.join(self.choices)}"
-        if self.minimum is not None or self.maximum is not None:
-            kind = f"{kind} in [{self.minimum}, {self.maximum}]"
-        return kind
-
+from provision.config.table import REQUIRED as REQUIRED
+from provision.config.table import Kind as Kind
+from provision.config.table import Setting as Setting
+from provision.config.table import Table
+from provision.core.model import (
+    Accel,
+    Admin,
+    AllowRule,
+    DockerMode,
+    Hypervisor,
+    ImageSpec,
+    K8sInstall,
+    Kubernetes,
+    Network,
+    NetworkMode,
+    Node,
+    Role,
+    WorkloadNamespace,
+)
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"  # DNS label: node names become hostnames
 USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 SYSCTL_KEY = r"^[a-z0-9_]+(\.[a-z0-9_*-]+)+$"
 
 
-def _values(enum: Iterable[StrEnum]) -> tuple[str, ...]:
-    return tuple(e.value for e in enum)
+# The key naming a hypervisor, network, group or node.
+NAME_KEY = Setting("name", Kind.STR, "Name of a hypervisor, network, group or node.", pattern=NAME)
 
-
-IMAGE = (
+IMAGE = Table(
+    ImageSpec,
     Setting("name", Kind.STR, "Name of the golden image.", "bookworm-node", pattern=NAME),
     Setting(
         "suite",
@@ -118,7 +87,8 @@ IMAGE = (
     ),
 )
 
-HYPERVISOR = (
+HYPERVISOR = Table(
+    Hypervisor,
     Setting(
         "uri",
         Kind.STR,
@@ -143,7 +113,7 @@ HYPERVISOR = (
         Kind.ENUM,
         "kvm, qemu (TCG), or auto (kvm only if usable).",
         "auto",
-        choices=_values(Accel),
+        enum=Accel,
     ),
     Setting(
         "require_nvme",
@@ -157,21 +127,24 @@ HYPERVISOR = (
         "known_hosts file pinning the hypervisor's SSH host key (remote URIs); required for "
         "qemu+ssh and qemu+libssh, and checked strictly.",
         None,
+        file=True,
     ),
     Setting(
         "identity_file",
         Kind.STR,
         "Private key for the SSH login to a remote hypervisor (default: ssh's own).",
         None,
+        file=True,
     ),
 )
 
-NETWORK = (
+NETWORK = Table(
+    Network,
     Setting(
         "mode",
         Kind.ENUM,
         "user (loopback SSH forward) or bridge.",
-        choices=_values(NetworkMode),
+        enum=NetworkMode,
     ),
     Setting(
         "bridge",
@@ -185,7 +158,8 @@ NETWORK = (
     Setting("dns", Kind.LIST, "DNS servers (bridge mode).", []),
 )
 
-ADMIN = (
+ADMIN = Table(
+    Admin,
     Setting("name", Kind.STR, "Login of the operator on every node.", "ops", pattern=USER),
     Setting(
         "ssh_keys",
@@ -205,11 +179,20 @@ ADMIN = (
         Kind.STR,
         "Private key provision logs in with (default: the managed key).",
         None,
+        file=True,
     ),
 )
 
-NODE = (
-    Setting("hypervisor", Kind.STR, "Hypervisor (from `hypervisors`) that runs the node."),
+# A row with seed=False never reaches the cloud-init seed; its comment names the policy field
+# (desired.policy) that watches it instead. Every other row is seed: changing it recreates the node.
+NODE = Table(
+    Node,
+    Setting(
+        "hypervisor",
+        Kind.STR,
+        "Hypervisor (from `hypervisors`) that runs the node.",
+        seed=False,  # the domain's place, not its contents
+    ),
     Setting("network", Kind.STR, "Network (from `networks`) of the node's NIC."),
     Setting(
         "address",
@@ -224,9 +207,26 @@ NODE = (
         None,
         minimum=1024,
         maximum=65535,
+        seed=False,  # ssh-forward
     ),
-    Setting("vcpus", Kind.INT, "Virtual CPUs.", 1, minimum=1, maximum=256),
-    Setting("memory_mib", Kind.INT, "Memory in MiB.", 1536, minimum=512, maximum=4194304),
+    Setting(
+        "vcpus",
+        Kind.INT,
+        "Virtual CPUs.",
+        1,
+        minimum=1,
+        maximum=256,
+        seed=False,  # vcpus
+    ),
+    Setting(
+        "memory_mib",
+        Kind.INT,
+        "Memory in MiB.",
+        1536,
+        minimum=512,
+        maximum=4194304,
+        seed=False,  # memory
+    ),
     Setting(
         "disk_gib",
         Kind.INT,
@@ -234,6 +234,7 @@ NODE = (
         8,
         minimum=2,
         maximum=65536,
+        seed=False,  # disk
     ),
     Setting(
         "data_disk_gib",
@@ -242,6 +243,7 @@ NODE = (
         0,
         minimum=0,
         maximum=65536,
+        seed=False,  # data-disk
     ),
     Setting(
         "cmdline_extra",
@@ -249,10 +251,11 @@ NODE = (
         "Extra kernel command-line parameters.",
         [],
         pattern=r"^[A-Za-z0-9_.,:=/-]+$",
+        seed=False,  # cmdline: the domain's direct kernel boot
     ),
-    Setting("roles", Kind.ENUM_LIST, "Roles of the node.", [], choices=_values(Role)),
-    Setting("docker", Kind.ENUM, "Docker mode.", "rootless", choices=_values(DockerMode)),
-    Setting("admin", Kind.SECTION, "The operator's account.", {}, fields=ADMIN),
+    Setting("roles", Kind.ENUM_LIST, "Roles of the node.", [], enum=Role),
+    Setting("docker", Kind.ENUM, "Docker mode.", "rootless", enum=DockerMode),
+    Setting("admin", Kind.SECTION, "The operator's account.", {}, table=ADMIN),
     Setting(
         "workload_user",
         Kind.STR,
@@ -273,6 +276,7 @@ NODE = (
         "Owner/env labels stored in domain metadata.",
         {},
         pattern=r"^[a-z][a-z0-9_.-]{0,62}$",
+        seed=False,  # labels
     ),
     Setting(
         "waivers",
@@ -281,10 +285,20 @@ NODE = (
         "'until YYYY-MM-DD: reason' (an expired waiver no longer applies).",
         {},
         pattern=r"^HN-[A-Z0-9]+-[0-9]{2}$",
+        seed=False,  # judging the node, not building it: no policy field needs to watch it
+    ),
+    # Only on a node itself: defaults and groups are parsed without it.
+    Setting(
+        "groups",
+        Kind.LIST,
+        "Groups (from `groups`) whose settings the node takes, in order.",
+        [],
+        pattern=NAME,
     ),
 )
 
-KUBERNETES = (
+KUBERNETES = Table(
+    Kubernetes,
     Setting(
         "version",
         Kind.STR,
@@ -298,9 +312,9 @@ KUBERNETES = (
         "apt (pkgs.k8s.io packages in the golden image), bundle (an airgap bundle carried to "
         "the node), or prerequisites (prepare the nodes, bootstrap nothing).",
         "bundle",
-        choices=("apt", "bundle", "prerequisites"),
+        enum=K8sInstall,
     ),
-    Setting("bundle", Kind.STR, "The airgap bundle file (install: bundle).", None),
+    Setting("bundle", Kind.STR, "The airgap bundle file (install: bundle).", None, file=True),
     Setting(
         "bundle_sha256",
         Kind.STR,
@@ -313,7 +327,8 @@ KUBERNETES = (
     Setting("api_port", Kind.INT, "API server port.", 6443, minimum=1, maximum=65535),
 )
 
-NAMESPACE = (
+NAMESPACE = Table(
+    WorkloadNamespace,
     Setting(
         "sample_workload",
         Kind.BOOL,
@@ -322,24 +337,24 @@ NAMESPACE = (
     ),
 )
 
-ALLOW_RULE = (
+ALLOW_RULE = Table(
+    AllowRule,
     Setting("pods", Kind.MAP, "Labels of the pods this rule opens (podSelector).", {}),
     Setting("from_namespaces", Kind.LIST, "Namespaces whose pods may connect.", [], pattern=NAME),
     Setting("from_pods", Kind.MAP, "Labels of same-namespace pods that may connect.", {}),
-    Setting("ports", Kind.LIST, "TCP ports (all when empty).", [], pattern=r"^[0-9]{1,5}$"),
-)
-
-NODE_ONLY = (
     Setting(
-        "groups",
+        "ports",
         Kind.LIST,
-        "Groups (from `groups`) whose settings the node takes, in order.",
+        "TCP ports (all when empty).",
         [],
-        pattern=NAME,
+        pattern=r"^[0-9]{1,5}$",
+        convert=lambda ports: tuple(int(p) for p in ports),
     ),
 )
 
-TOP = (
+# The top level builds nothing itself: inventory assembles the Inventory from its sections.
+TOP: Table[dict[str, Any]] = Table(
+    dict,
     Setting(
         "name",
         Kind.STR,
@@ -352,7 +367,7 @@ TOP = (
         "Where images, keys and known_hosts live; ~ expands.",
         "~/.local/share/provision",
     ),
-    Setting("image", Kind.SECTION, "The golden image spec.", {}, fields=IMAGE),
+    Setting("image", Kind.SECTION, "The golden image spec.", {}, table=IMAGE),
     Setting("hypervisors", Kind.SECTION, "Named hypervisors (see HYPERVISOR settings)."),
     Setting("networks", Kind.SECTION, "Named networks (see NETWORK settings)."),
     Setting("defaults", Kind.SECTION, "Node settings every node takes.", {}),
@@ -374,165 +389,17 @@ TOP = (
 )
 
 
-@dataclass
-class Parsed:
-    """Values of one section with the location each came from."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    locs: dict[str, Value] = field(default_factory=dict)
-    invalid: set[str] = field(default_factory=set)  # present but wrong: already reported
-
-
-def _type_name(data: Any) -> str:
-    if data is None:
-        return "null"
-    if isinstance(data, dict):
-        return "a mapping"
-    if isinstance(data, list):
-        return "a list"
-    return f"{type(data).__name__} {data!r}"
-
-
-def _scalar(setting: Setting, value: Value, path: str, problems: list[Problem]) -> Any:
-    data = value.data
-    bad = value.loc.problem
-    if setting.kind is Kind.BOOL:
-        if not isinstance(data, bool):
-            problems.append(bad(path, f"expected a boolean (true/false), got {_type_name(data)}"))
-            return None
-        return data
-    if setting.kind is Kind.INT:
-        if isinstance(data, bool) or not isinstance(data, int):
-            problems.append(bad(path, f"expected an integer, got {_type_name(data)}"))
-            return None
-        lo, hi = setting.minimum, setting.maximum
-        if (lo is not None and data < lo) or (hi is not None and data > hi):
-            problems.append(bad(path, f"{data} is out of range [{lo}, {hi}]"))
-            return None
-        return data
-    if not isinstance(data, str) or isinstance(data, bool):
-        problems.append(bad(path, f"expected a string, got {_type_name(data)}"))
-        return None
-    if setting.choices and data not in setting.choices:
-        problems.append(bad(path, f"{data!r} is not one of: {', '.join(setting.choices)}"))
-        return None
-    if setting.pattern and not re.match(setting.pattern, data):
-        problems.append(bad(path, f"{data!r} is not a valid {setting.name}"))
-        return None
-    return data
-
-
-def parse_value(setting: Setting, value: Value, path: str, problems: list[Problem]) -> Any:
-    """Check one value against its setting; append problems, return the parsed value or None."""
-    if setting.kind in (Kind.LIST, Kind.ENUM_LIST):
-        if not value.is_list:
-            problems.append(
-                value.loc.problem(path, f"expected a list, got {_type_name(value.data)}")
-            )
-            return None
-        item = Setting(
-            setting.name,
-            Kind.STR if setting.kind is Kind.LIST else Kind.ENUM,
-            setting.help,
-            choices=setting.choices,
-            pattern=setting.pattern,
-        )
-        items = [parse_value(item, v, f"{path}[{i}]", problems) for i, v in enumerate(value.data)]
-        return None if None in items else tuple(items)
-    if setting.kind is Kind.MAP:
-        if not value.is_map:
-            problems.append(
-                value.loc.problem(path, f"expected a mapping, got {_type_name(value.data)}")
-            )
-            return None
-        out: dict[str, str] = {}
-        for key, v in value.data.items():
-            sub = f"{path}.{key}"
-            if setting.pattern and not re.match(setting.pattern, key):
-                problems.append(value.key_locs[key].problem(sub, f"{key!r} is not a valid key"))
-            elif v.is_map or v.is_list or v.data is None:
-                problems.append(v.loc.problem(sub, f"expected a scalar, got {_type_name(v.data)}"))
-            else:
-                out[key] = str(v.data).lower() if isinstance(v.data, bool) else str(v.data)
-        return out
-    if setting.kind is Kind.SECTION:
-        if not value.is_map:
-            problems.append(
-                value.loc.problem(path, f"expected a mapping, got {_type_name(value.data)}")
-            )
-            return None
-        return parse_section(setting.fields, value, path, problems, partial=True).values
-    return _scalar(setting, value, path, problems)
-
-
-def parse_section(
-    table: tuple[Setting, ...],
-    value: Value,
-    path: str,
-    problems: list[Problem],
-    *,
-    partial: bool = False,
-) -> Parsed:
-    """Parse a mapping against a table; unknown keys are errors.
-
-    With partial (defaults, groups, nodes before merging), missing keys are left for later.
-    """
-    parsed = Parsed()
-    if not value.is_map:
-        problems.append(
-            value.loc.problem(path, f"expected a mapping, got {_type_name(value.data)}")
-        )
-        return parsed
-    known = {s.name: s for s in table}
-    for key, item in value.data.items():
-        sub = f"{path}.{key}" if path else key
-        setting = known.get(key)
-        if setting is None:
-            hint = _closest(key, known)
-            problems.append(value.key_locs[key].problem(sub, f"unknown key{hint}"))
-            continue
-        if item.data is None and not setting.required and setting.default is None:
-            continue  # an explicit null means "not set" for optional settings
-        result = parse_value(setting, item, sub, problems)
-        if result is not None:
-            parsed.values[key] = result
-            parsed.locs[key] = item
-        else:
-            parsed.invalid.add(key)
-    if not partial:
-        for setting in table:
-            if setting.name in value.data:
-                continue
-            if setting.required:
-                problems.append(value.loc.problem(path, f"missing required key {setting.name!r}"))
-            else:
-                parsed.values[setting.name] = setting.default
-    return parsed
-
-
-def _closest(key: str, known: dict[str, Setting]) -> str:
-    match = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (known: {', '.join(sorted(known))})"
-
-
 def reference() -> str:
-    """The settings table as text, for `provision settings`."""
-    lines: list[str] = []
-    for title, table in (
+    """Every table as text, for `provision settings`."""
+    sections: tuple[tuple[str, Table[Any]], ...] = (
         ("top level", TOP),
         ("image", IMAGE),
         ("hypervisors.NAME", HYPERVISOR),
         ("networks.NAME", NETWORK),
-        ("defaults / groups.NAME / nodes.NAME", NODE + NODE_ONLY),
+        ("defaults / groups.NAME / nodes.NAME", NODE),
         ("admin", ADMIN),
         ("kubernetes", KUBERNETES),
         ("kubernetes.namespaces.NAME", NAMESPACE),
         ("kubernetes.namespaces.NAME.allow.RULE", ALLOW_RULE),
-    ):
-        lines.append(f"{title}:")
-        for s in table:
-            default = "required" if s.required else f"default {s.default!r}"
-            lines.append(f"  {s.name:<18} {s.describe()}; {default}")
-            lines.append(f"  {'':<18} {s.help}")
-        lines.append("")
-    return "\n".join(lines)
+    )
+    return "\n".join(line for title, table in sections for line in table.lines(title))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provision.baseline import hardening
+from provision.config import settings
 from provision.core.model import Accel, Hypervisor, Inventory, Network, NetworkMode, Node
 from provision.desired import domain, policy, seed
 from provision.desired.golden import UNRESOLVED, GoldenRef
@@ -97,21 +98,10 @@ def spec_hash(
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# Node settings that never reach the seed; every other one does (a new setting counts as seed
-# until it is listed here, so an unknown change errs towards recreate).
-NOT_IN_SEED = frozenset(
-    {
-        "hypervisor",
-        "ssh_port",
-        "vcpus",
-        "memory_mib",
-        "disk_gib",
-        "data_disk_gib",
-        "cmdline_extra",
-        "labels",
-        "waivers",
-    }
-)
+# Node fields that never reach the seed, as the settings table's rows say (seed=False); every other
+# field does, so a new setting counts as seed until its row says otherwise and an unknown change
+# errs towards recreate.
+NOT_IN_SEED = settings.NODE.outside_seed
 
 
 def policy_fields(
