@@ -125,3 +125,9 @@ def test_the_layer_rule_catches_an_upward_import(tmp_path: Path) -> None:
             raise AssertionError("an upward import was not reported")
     finally:
         probe.unlink()
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """Modules are nouns with one job; past ~500 lines a module is doing two."""
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 500}
+    assert long == {}, long

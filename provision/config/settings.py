@@ -302,7 +302,8 @@ KUBERNETES = Table(
     Setting(
         "version",
         Kind.STR,
-        "Kubernetes version; every binary is pinned to it by checksum (provision/k8s_pins.py).",
+        "Kubernetes version; every binary is pinned to it by checksum "
+        "(provision/kubernetes/k8s_pins.py).",
         "1.34.4",
         pattern=r"^1\.[0-9]{1,2}\.[0-9]{1,3}$",
     ),
