@@ -44,6 +44,9 @@ class Outcome:
     test: str  # pytest node id, e.g. check_sysctl.py::test_sysctl[kernel.kptr_restrict]
     status: Status
     detail: str
+    # Wall time of the test's setup and call: a session fixture (a container probe, say) is
+    # counted in the first test that needs it, which is where a user sees verification wait.
+    seconds: float = 0.0
 
 
 class FactsError(Exception):
@@ -130,6 +133,7 @@ class Plugin:
         self._facts = Facts(host)
         self._waivers = {w.check_id: w for w in waivers if w.expires is None or w.expires >= today}
         self._decided: dict[str, tuple[Status, str]] = {}
+        self._seconds: dict[str, float] = {}
         self.outcomes: list[Outcome] = []
         self.unmarked: list[str] = []
 
@@ -178,9 +182,11 @@ class Plugin:
         marker = item.get_closest_marker("hn")
         if marker is None:
             return
+        seconds = self._seconds.get(item.nodeid, 0.0) + report.duration
+        self._seconds[item.nodeid] = seconds
         verdict = self._verdict(item, call, report)
         if verdict is not None:
-            self.outcomes.append(Outcome(marker.args[0], item.nodeid, *verdict))
+            self.outcomes.append(Outcome(marker.args[0], item.nodeid, *verdict, seconds=seconds))
 
     def _verdict(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport

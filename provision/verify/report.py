@@ -2,7 +2,8 @@
 
 JUnit follows kube-bench: one testsuite per node and group, a testcase per check id named
 "<id> <title>", FAIL/ERROR as <failure>/<error> carrying the remediation, and every status
-that is not a verdict (warn, skip, waived) as <skipped> with its reason.
+that is not a verdict (warn, skip, waived) as <skipped> with its reason. Every testcase and suite
+carries its wall time, and the JSON its phases, so users see where verification spends it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from provision.verify.checks import Status
 from provision.verify.runner import NodeReport, Result
 
 COLUMNS = (Status.PASS, Status.FAIL, Status.ERROR, Status.WARN, Status.WAIVED, Status.SKIP)
+SLOWEST = 3  # ids named in the text report's timing line
+
+
+def timing(rep: NodeReport) -> str:
+    """One line: the phases and the slowest ids, e.g. `time: connect 0.4s, checks 118.2s; ...`."""
+    parts = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in rep.phases)
+    slow = sorted((r for r in rep.results if r.seconds > 0), key=lambda r: -r.seconds)[:SLOWEST]
+    if slow:
+        parts += "; slowest: " + ", ".join(f"{r.id} {r.seconds:.1f}s" for r in slow)
+    return f"  time: {parts}" if parts else ""
 
 
 def totals(results: tuple[Result, ...]) -> dict[str, int]:
@@ -32,6 +43,8 @@ def text(reports: list[NodeReport]) -> str:
             lines.append(f"  NOT VERIFIED: {rep.error}")
             lines.append("")
             continue
+        if timing(rep):
+            lines.append(timing(rep))
         header = f"  {'GROUP':<6}" + "".join(f"{s.value.upper():>8}" for s in COLUMNS)
         lines.append(header)
         groups = dict.fromkeys(r.group for r in rep.results)
@@ -66,6 +79,7 @@ def as_dict(reports: list[NodeReport]) -> dict[str, Any]:
                 "node": rep.node,
                 "roles": sorted(rep.roles),
                 "error": rep.error,
+                "phases": {name: round(seconds, 3) for name, seconds in rep.phases},
                 "totals": totals(rep.results),
                 "results": [
                     {
@@ -78,6 +92,7 @@ def as_dict(reports: list[NodeReport]) -> dict[str, Any]:
                         "detail": r.detail,
                         "remediation": r.remediation,
                         "tests": r.tests,
+                        "seconds": round(r.seconds, 3),
                     }
                     for r in rep.results
                 ],
@@ -92,8 +107,13 @@ def to_junit(reports: list[NodeReport]) -> str:
     root = ET.Element("testsuites", name="provision verify")
     for rep in reports:
         if rep.error:
-            suite = ET.SubElement(root, "testsuite", name=rep.node, tests="1", errors="1")
-            case = ET.SubElement(suite, "testcase", name="connect", classname=rep.node)
+            seconds = _time(sum(t for _, t in rep.phases))
+            suite = ET.SubElement(
+                root, "testsuite", name=rep.node, tests="1", errors="1", time=seconds
+            )
+            case = ET.SubElement(
+                suite, "testcase", name="connect", classname=rep.node, time=seconds
+            )
             ET.SubElement(case, "error", message=rep.error)
             continue
         for group in dict.fromkeys(r.group for r in rep.results):
@@ -107,10 +127,15 @@ def to_junit(reports: list[NodeReport]) -> str:
                 failures=str(t["fail"]),
                 errors=str(t["error"]),
                 skipped=str(t["warn"] + t["skip"] + t["waived"]),
+                time=_time(sum(r.seconds for r in results)),
             )
             for r in results:
                 case = ET.SubElement(
-                    suite, "testcase", name=f"{r.id} {r.title}", classname=f"{rep.node}.{group}"
+                    suite,
+                    "testcase",
+                    name=f"{r.id} {r.title}",
+                    classname=f"{rep.node}.{group}",
+                    time=_time(r.seconds),
                 )
                 if r.status is Status.FAIL:
                     el = ET.SubElement(case, "failure", message=r.remediation or r.title)
@@ -124,3 +149,8 @@ def to_junit(reports: list[NodeReport]) -> str:
                     ET.SubElement(case, "skipped", message=f"{r.status.value}: {r.detail}")
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _time(seconds: float) -> str:
+    """JUnit's `time`: seconds as a decimal (what Jenkins, GitLab and junitparser read)."""
+    return f"{seconds:.3f}"

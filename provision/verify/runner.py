@@ -8,6 +8,7 @@ inventory waiver). An id nothing accounts for is an ERROR, so coverage gaps cann
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Result:
     detail: str  # why it failed, was skipped or waived; per test when there are several
     remediation: str
     tests: int  # how many suite tests ran for this id
+    seconds: float = 0.0  # the wall time of those tests
 
     @property
     def group(self) -> str:
@@ -63,6 +65,7 @@ class NodeReport:
     roles: frozenset[str]
     results: tuple[Result, ...]
     error: str | None = None  # the run stopped before a verdict (e.g. host key refused)
+    phases: tuple[tuple[str, float], ...] = ()  # (phase, seconds): connect, checks
 
     @property
     def failed(self) -> bool:
@@ -147,6 +150,7 @@ def fold(
                     _details(found, status),
                     remediation,
                     len(found),
+                    sum(o.seconds for o in found),
                 )
             )
             continue
@@ -223,14 +227,19 @@ def verify(
     for r in rendered.nodes:
         profile = profile_of(r)
         name = r.node.name
+        t0 = time.monotonic()
         try:
             with phase(emit, name, "connect", detail=f"{hardening.VERIFIER_USER}@pinned key"):
                 session = ssh.connect(verifier_target(inv, r))
         except SSHError as exc:  # str() carries the hint
-            reports.append(NodeReport(name, profile.roles, (), error=str(exc)))
+            connect = ("connect", time.monotonic() - t0)
+            reports.append(NodeReport(name, profile.roles, (), str(exc), (connect,)))
             continue
+        connect = ("connect", time.monotonic() - t0)
+        t0 = time.monotonic()
         with session, phase(emit, name, "verify"):
             outcomes, _ = run_suite(session, profile, r.node.waivers, today, select)
+        checks = ("checks", time.monotonic() - t0)
         results = fold(profile, outcomes, r.node.waivers, today, selected=select is not None)
-        reports.append(NodeReport(name, profile.roles, results))
+        reports.append(NodeReport(name, profile.roles, results, None, (connect, checks)))
     return reports
