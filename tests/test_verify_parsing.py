@@ -29,9 +29,11 @@ from provision.verify.parse import (
     parse_world_writable,
     probe_failures,
     subid_range,
+    sudo_defaults,
     unit_values,
     watched,
 )
+from provision.verify.plugin import FactsError, sysctl_evidence
 
 DATA = Path(__file__).parent / "data"
 
@@ -257,3 +259,45 @@ def test_proc_status_fields() -> None:
     fields = crt.status_fields(status)
     assert fields["Seccomp"] == "2"
     assert int(fields["CapEff"], 16) == crt.NET_BIND_SERVICE_BIT
+
+
+SUDO_L = """Matching Defaults entries for verifier on node1:
+    env_reset, mail_badpass,
+    secure_path=/usr/local/sbin\\:/usr/local/bin\\:/usr/sbin\\:/usr/bin\\:/sbin\\:/bin, use_pty,
+    logfile=/var/log/sudo.log, log_input\\, quoted
+
+User verifier may run the following commands on node1:
+    (root) NOPASSWD: /usr/local/libexec/provision/verify-facts
+"""
+
+
+def test_sudo_defaults_are_judged_entry_by_entry() -> None:
+    d = sudo_defaults(SUDO_L)
+    assert d is not None
+    assert d["use_pty"] is True and d["logfile"] == "/var/log/sudo.log"
+    assert d["secure_path"].startswith("/usr/local/sbin\\:")  # type: ignore[union-attr]
+    assert "log_input\\, quoted" in d  # an escaped comma does not split
+
+
+def test_negated_sudo_defaults_do_not_pass_for_the_setting_they_name() -> None:
+    """Issue #13: `!use_pty` and `!logfile` contain the words a substring match looked for."""
+    negated = SUDO_L.replace("logfile=/var/log/sudo.log", "logfile=/var/log/sudo.log, !use_pty")
+    negated = negated.replace("env_reset,", "env_reset, !logfile,")  # before: the later one wins
+    d = sudo_defaults(negated)
+    assert d is not None and d["use_pty"] is False and d["logfile"] == "/var/log/sudo.log"
+    d = sudo_defaults(SUDO_L.replace("logfile=/var/log/sudo.log,", "logfile=/x, !logfile,"))
+    assert d is not None and d["logfile"] is False
+
+
+def test_a_listing_without_defaults_is_no_evidence() -> None:
+    assert sudo_defaults("User verifier may run the following commands on n1:\n") is None
+
+
+def test_an_empty_sysctl_answer_is_no_evidence_not_not_applicable() -> None:
+    """Issue #13: an empty `sysctl -a` made every HN-SYS check N/A; now it is an ERROR."""
+    with pytest.raises(FactsError, match="no evidence"):
+        sysctl_evidence("")
+    with pytest.raises(FactsError):
+        sysctl_evidence("sysctl: permission denied on key 'fs.protected_regular'\n")
+    values = sysctl_evidence("kernel.ostype = Linux\nkernel.kptr_restrict = 2\n")
+    assert values["kernel.kptr_restrict"] == "2"

@@ -356,3 +356,33 @@ def subid_range(text: str, user: str) -> tuple[int, int] | None:
         if name == user and start.isdigit() and count.isdigit():
             return int(start), int(count)
     return None
+
+
+SudoDefault = str | bool  # `name=value`, or a flag: True when set, False when negated (`!name`)
+
+
+def sudo_defaults(listing: str) -> dict[str, SudoDefault] | None:
+    """The Defaults in force for the caller, from `sudo -l`: the "Matching Defaults entries"
+    paragraph, entries split on unescaped commas, the last setting of a name winning (as sudo
+    applies them). A negated flag (`!use_pty`) is False and a negated value (`!logfile`) unset,
+    so neither passes for the setting it names. None: the listing has no such paragraph."""
+    lines = listing.splitlines()
+    start = next((i for i, x in enumerate(lines) if x.startswith("Matching Defaults entries")), -1)
+    if start < 0:
+        return None
+    body = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        body.append(line.strip())
+    out: dict[str, SudoDefault] = {}
+    for entry in re.split(r"(?<!\\),\s*", " ".join(body)):
+        if not entry:
+            continue
+        name, eq, value = entry.partition("=")
+        name = name.strip()
+        if name.startswith("!"):
+            out[name[1:]] = False
+        else:
+            out[name] = value.strip() if eq else True
+    return out

@@ -77,7 +77,7 @@ class Facts:
 
     def sysctl(self) -> dict[str, str]:
         """Runtime values as root (some keys are root-only), whitespace-normalised."""
-        return parse_sysctl_a(self("sysctl"))
+        return sysctl_evidence(self("sysctl"))
 
     def sysctl_persisted(self) -> dict[str, str]:
         """The winning persisted value of every key, as systemd-sysctl would apply it."""
@@ -90,6 +90,22 @@ class Facts:
             path, _, key = line.partition(" ")
             out[path] = " ".join(key.split()[:2])
         return out
+
+
+# Present on every Linux kernel: without it, `sysctl -a` said nothing, and a key missing from
+# nothing is no evidence that the kernel lacks it.
+SYSCTL_SENTINEL = "kernel.ostype"
+
+
+def sysctl_evidence(text: str) -> dict[str, str]:
+    """`sysctl -a` parsed, or FactsError (an ERROR verdict) when it holds no usable output: an
+    empty answer once made every HN-SYS check "N/A: key does not exist" (issue #13)."""
+    values = parse_sysctl_a(text)
+    if SYSCTL_SENTINEL not in values:
+        raise FactsError(
+            f"sysctl -a gave {len(values)} keys and no {SYSCTL_SENTINEL}: no evidence for any key"
+        )
+    return values
 
 
 def parse_sysctl_a(text: str) -> dict[str, str]:

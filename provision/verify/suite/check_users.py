@@ -7,7 +7,8 @@ from testinfra.host import Host
 
 from provision.baseline import hardening
 from provision.verify.checks import check
-from provision.verify.plugin import Facts, Profile
+from provision.verify.parse import sudo_defaults
+from provision.verify.plugin import Facts, FactsError, Profile
 
 ACCOUNTS_FIX = "Accounts come from the seed's users: section; re-provision rather than edit."
 
@@ -143,9 +144,17 @@ def test_sudoers_parse(host: Host) -> None:
 @USR_06
 def test_sudo_defaults(host: Host) -> None:
     # `sudo -l` lists the Defaults that apply to the caller without needing any other right.
-    listing = str(host.run("sudo -n -l").stdout)
-    assert "use_pty" in listing, "Defaults use_pty missing"
-    assert "logfile=/var/log/sudo.log" in listing, "Defaults logfile=/var/log/sudo.log missing"
+    # Judged entry by entry, last one winning: `Defaults !use_pty` after `use_pty` is off, and
+    # a substring match would have passed it (issue #13).
+    r = host.run("sudo -n -l")
+    if r.rc != 0:
+        raise FactsError(f"sudo -n -l exited {r.rc}: {r.stderr.strip()[-300:]}")
+    defaults = sudo_defaults(str(r.stdout))
+    if defaults is None:
+        raise FactsError("sudo -n -l listed no Defaults paragraph: no evidence either way")
+    assert defaults.get("use_pty") is True, f"Defaults use_pty is {defaults.get('use_pty')!r}"
+    logfile = defaults.get("logfile")
+    assert logfile == "/var/log/sudo.log", f"Defaults logfile is {logfile!r}"
 
 
 @USR_06
