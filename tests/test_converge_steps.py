@@ -400,11 +400,11 @@ def uses(*volumes: str) -> DomainFact:
 
 
 def test_golden_artifacts_of_the_right_size_are_left_alone() -> None:
-    assert steps.golden_steps(ARTIFACTS, ALL, [uses(BASE.volume)]) == ()
+    assert steps.golden_steps(ARTIFACTS, ALL, [uses(BASE.volume)], "/pool") == ()
 
 
 def test_missing_golden_artifacts_are_uploaded_in_order() -> None:
-    assert steps.golden_steps(ARTIFACTS, {KERNEL.volume: 20}, []) == (
+    assert steps.golden_steps(ARTIFACTS, {KERNEL.volume: 20}, [], "/pool") == (
         GoldenStep(GoldenKind.UPLOAD, BASE),
         GoldenStep(GoldenKind.UPLOAD, INITRD),
     )
@@ -412,7 +412,9 @@ def test_missing_golden_artifacts_are_uploaded_in_order() -> None:
 
 def test_a_partial_golden_volume_is_deleted_then_uploaded_again() -> None:
     partial = {**ALL, BASE.volume: 123}
-    assert steps.golden_steps(ARTIFACTS, partial, [uses(KERNEL.volume)]) == (
+    assert steps.golden_steps(
+        ARTIFACTS, partial, [uses("golden-0000000000000000.vmlinuz")], "/pool"
+    ) == (
         GoldenStep(GoldenKind.DELETE_PARTIAL, BASE),
         GoldenStep(GoldenKind.UPLOAD, BASE),
     )
@@ -420,7 +422,7 @@ def test_a_partial_golden_volume_is_deleted_then_uploaded_again() -> None:
 
 def test_a_partial_golden_volume_in_use_is_refused_after_the_ones_before_it() -> None:
     have = {KERNEL.volume: 7, INITRD.volume: 1}
-    got = steps.golden_steps(ARTIFACTS, have, [uses(KERNEL.volume)])
+    got = steps.golden_steps(ARTIFACTS, have, [uses(KERNEL.volume)], "/pool")
     assert [(s.kind, s.artifact) for s in got] == [
         (GoldenKind.UPLOAD, BASE),
         (GoldenKind.REFUSE, KERNEL),  # and nothing after it: the initrd is not touched
@@ -429,6 +431,22 @@ def test_a_partial_golden_volume_in_use_is_refused_after_the_ones_before_it() ->
         f"golden volume {KERNEL.volume} has 7 bytes, the image 20, and domains use it: other"
     )
     assert "image build --force" in got[-1].hint
+
+
+def test_a_partial_golden_volume_is_in_use_by_path_not_by_name() -> None:
+    """Issue #12: a node in another pool holds volumes of the same names (same image); it does not
+    use this pool's, and a shut-off node naming only the kernel uses the whole image here."""
+    partial = {**ALL, BASE.volume: 123}
+    elsewhere = DomainFact(
+        "n2", True, f"<domain><source file='/other/{BASE.volume}'/></domain>", META
+    )
+    assert steps.golden_steps(ARTIFACTS, partial, [elsewhere], "/pool") == (
+        GoldenStep(GoldenKind.DELETE_PARTIAL, BASE),
+        GoldenStep(GoldenKind.UPLOAD, BASE),
+    )
+    shut_off = DomainFact("n3", False, f"<os><kernel>/pool/{KERNEL.volume}</kernel></os>", META)
+    got = steps.golden_steps(ARTIFACTS, partial, [shut_off], "/pool/")
+    assert [s.kind for s in got] == [GoldenKind.REFUSE]
 
 
 def test_golden_artifacts_take_their_sizes_from_the_manifest() -> None:

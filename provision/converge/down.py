@@ -53,16 +53,20 @@ def down(inv: Inventory, nodes: tuple[Node, ...], purge: bool, emit: Emit) -> Do
                         )
             if purge:
                 with pool_op(inv, conn, hv.pool_name, emit, "*", "purge unused golden"):
-                    purged.extend(_purge_unused_golden(conn, hv.pool_name, emit))
+                    purged.extend(_purge_unused_golden(conn, hv.pool_name, hv.pool_path, emit))
     return DownResult(tuple(stopped), tuple(purged), tuple(absent))
 
 
-def _purge_unused_golden(conn: hypervisor.Connection, pool: str, emit: Emit) -> list[str]:
+def _purge_unused_golden(
+    conn: hypervisor.Connection, pool: str, pool_path: str, emit: Emit
+) -> list[str]:
     """Golden artifacts no remaining domain uses (any inventory's) go too."""
-    in_use = "\n".join(d.xml for d in conn.domains())
+    definitions = [d.xml for d in conn.domains()]
     purged = []
     for vol in conn.volumes(pool):
-        if vol.startswith("golden-") and vol not in in_use:
+        if vol.startswith("golden-") and not any(
+            domain.uses_golden(xml, pool_path, vol) for xml in definitions
+        ):
             with phase(emit, "*", "purge", vol):
                 conn.delete_volume(pool, vol)
             purged.append(vol)

@@ -56,7 +56,7 @@ def prepare_hypervisor(
     with pool_op(inv, conn, hv.pool_name, emit, "*", f"ensure {hv.pool_name} on {hv.name}"):
         conn.ensure_pool(hv.pool_name, domain.pool_xml(hv))
         preflight_disk(conn, renders, manifest, ref)
-        upload_golden(conn, inv, manifest, ref, hv.pool_name, emit)
+        upload_golden(conn, inv, manifest, ref, hv.pool_name, hv.pool_path, emit)
 
 
 def preflight(
@@ -129,12 +129,13 @@ def upload_golden(
     manifest: image.Manifest,
     ref: golden.GoldenRef,
     pool: str,
+    pool_path: str,
     emit: Emit,
 ) -> None:
     """Base image, kernel and initrd go into the pool once per digest, never per node."""
     directory = image.image_dir(store.images_dir(inv.state_dir), inv.image)
     todo = steps.golden_steps(
-        steps.golden_artifacts(manifest, ref), conn.volumes(pool), conn.domains()
+        steps.golden_artifacts(manifest, ref), conn.volumes(pool), conn.domains(), pool_path
     )
     for step in todo:
         volume = step.artifact.volume

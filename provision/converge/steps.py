@@ -268,7 +268,10 @@ class GoldenStep:
 
 
 def golden_steps(
-    artifacts: Sequence[GoldenArtifact], have: Mapping[str, int], domains: Sequence[DomainFact]
+    artifacts: Sequence[GoldenArtifact],
+    have: Mapping[str, int],
+    domains: Sequence[DomainFact],
+    pool_path: str,
 ) -> tuple[GoldenStep, ...]:
     """What puts the golden artifacts into a pool holding `have` (volume -> bytes), artifact by
     artifact: nothing for a volume of the right size, else an upload, after deleting a partial
@@ -279,7 +282,7 @@ def golden_steps(
         if have.get(a.volume) == a.size:
             continue
         if a.volume in have:
-            users = [d.name for d in domains if a.volume in d.xml]
+            users = [d.name for d in domains if domain.uses_golden(d.xml, pool_path, a.volume)]
             if users:
                 message = (
                     f"golden volume {a.volume} has {have[a.volume]} bytes, the image {a.size}, "

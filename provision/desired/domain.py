@@ -323,3 +323,17 @@ class DomainFact:
     active: bool
     xml: str
     meta: NodeMeta | None  # None: the domain is not ours (no provision metadata)
+
+
+def uses_golden(xml: str, pool_path: str, volume: str) -> bool:
+    """Whether a domain definition uses the golden artifact `volume` of the pool at pool_path.
+
+    By path, not by name: another pool holds volumes of the same name for the same image (issue
+    #12: a node in one pool kept another pool's golden artifacts from being purged). And by the
+    image's kernel: a node's definition names its kernel and initrd, but its base image only as
+    the overlay's backing file, which a shut-off domain's definition does not show, so the
+    artifacts of one image (one stem) are in use together.
+    """
+    pool = pool_path.rstrip("/")
+    stem = volume.rsplit(".", 1)[0]
+    return f"{pool}/{volume}" in xml or f"{pool}/{stem}.vmlinuz" in xml
