@@ -113,6 +113,7 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
             "0755",
             "verify-facts.sh.j2",
             workload_user=node.workload_user,
+            verifier_user=hardening.VERIFIER_USER,
         ),
         f(
             "/etc/provision/firewall.nft",

@@ -3,6 +3,7 @@ every command goes through `provision.ssh` (RejectPolicy, our known_hosts, ed255
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from testinfra.backend.base import BaseBackend, CommandResult
@@ -19,9 +20,17 @@ class PinnedSSHBackend(BaseBackend):  # type: ignore[misc]  # testinfra is untyp
     def __init__(self, session: ssh.Session, name: str) -> None:
         super().__init__(name)
         self._session = session
+        self._lock = threading.Lock()
+        self.commands: list[str] = []  # every command sent, in order: one SSH round trip each
+
+    @property
+    def round_trips(self) -> int:
+        return len(self.commands)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
         cmd = self.get_command(command, *args)
+        with self._lock:  # the snapshot and the probes run from threads at once
+            self.commands.append(cmd)
         r = self._session.run(["/bin/sh", "-c", cmd], check=False, timeout=COMMAND_TIMEOUT_S)
         return self.result(r.returncode, self.encode(cmd), r.stdout, r.stderr)
 

@@ -386,3 +386,44 @@ def sudo_defaults(listing: str) -> dict[str, SudoDefault] | None:
         else:
             out[name] = value.strip() if eq else True
     return out
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Debian version order, as `dpkg --compare-versions` (deb-version(7)): <0, 0 or >0."""
+    ea, _, ra = a.rpartition(":") if ":" in a else ("0", "", a)
+    eb, _, rb = b.rpartition(":") if ":" in b else ("0", "", b)
+    if int(ea or 0) != int(eb or 0):
+        return int(ea or 0) - int(eb or 0)
+    ua, _, da = ra.rpartition("-") if "-" in ra else (ra, "", "0")
+    ub, _, db = rb.rpartition("-") if "-" in rb else (rb, "", "0")
+    return _compare_part(ua, ub) or _compare_part(da, db)
+
+
+def _order(c: str) -> int:
+    if c == "~":
+        return -1
+    if c.isalpha():
+        return ord(c)
+    return ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """One upstream or revision string: alternating non-digit runs (letters sort before
+    punctuation, `~` before everything, even the end) and digit runs compared as numbers."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ca = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
+            cb = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
+            if ca != cb:
+                return ca - cb
+            i += i < len(a) and not a[i].isdigit()
+            j += j < len(b) and not b[j].isdigit()
+        na = nb = ""
+        while i < len(a) and a[i].isdigit():
+            na, i = na + a[i], i + 1
+        while j < len(b) and b[j].isdigit():
+            nb, j = nb + b[j], j + 1
+        if int(na or 0) != int(nb or 0):
+            return int(na or 0) - int(nb or 0)
+    return 0

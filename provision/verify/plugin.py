@@ -8,7 +8,10 @@ WARN, anything else (a command that could not run, a lost connection) is an ERRO
 from __future__ import annotations
 
 import shlex
+import threading
+import time
 from collections.abc import Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -20,6 +23,9 @@ from provision.baseline import hardening
 from provision.core.model import DockerMode, Waiver
 from provision.verify import checks
 from provision.verify.checks import Inconclusive, Status, applies
+from provision.verify.snapshot import FactsError, Part, Snapshot, parse_snapshot
+
+__all__ = ["Facts", "FactsError", "Outcome", "Plugin", "Profile"]
 
 DETAIL_LINES = 8
 
@@ -49,31 +55,84 @@ class Outcome:
     seconds: float = 0.0
 
 
-class FactsError(Exception):
-    """The facts helper failed: the check cannot reach a verdict."""
+# One run of the helper's `snapshot` verb answers every read-only fact; the container probes run
+# on their own SSH channels at the same time (each in its own thread), since they take longest.
+NO_SNAPSHOT_VERB = "the node's facts helper has no snapshot verb: re-provision it"
+PROBE_MODULES = frozenset(
+    {"check_containers", "check_docker", "check_docker_access", "check_rootless"}
+)
+
+
+def helper_command(verb: str, *args: str) -> str:
+    return shlex.join(["sudo", "-n", hardening.FACTS_HELPER, verb, *args])
 
 
 class Facts:
     """Root-only facts through the node's facts helper, the verifier account's only sudo right.
 
-    Outputs are cached: several checks read the same `sysctl -a` or `sshd -T`.
+    Verbs are served from the node's one snapshot when it holds them; `docker-probe` from its own
+    concurrent run; anything else (a path only known at run time) from one helper call, cached.
     """
 
     def __init__(self, host: Host) -> None:
         self._host = host
         self._cache: dict[tuple[str, ...], str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="facts")
+        self._pending: dict[tuple[str, ...], Future[Part]] = {}
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self.timings: dict[str, float] = {}  # wall time of each helper call, by verb and args
+
+    def start(self, *keys: tuple[str, ...]) -> None:
+        """Begin these helper calls now, each on its own channel, without waiting for them."""
+        with self._lock:
+            for key in keys:
+                if key not in self._pending:
+                    self._pending[key] = self._pool.submit(self._call, *key)
+
+    def close(self) -> None:
+        """Wait for every started call (a probe's cleanup must finish before the session ends)."""
+        self._pool.shutdown(wait=True)
+
+    def _call(self, verb: str, *args: str) -> Part:
+        t0 = time.monotonic()
+        r = self._host.run(helper_command(verb, *args))
+        with self._lock:
+            self.timings[" ".join((verb, *args))] = time.monotonic() - t0
+        return Part(r.rc, r.stdout, r.stderr)
+
+    def _answer(self, verb: str, *args: str) -> Part:
+        self.start((verb, *args))
+        return self._pending[(verb, *args)].result()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            part = self._answer("snapshot")
+            if part.rc == 64 and "unknown verb" in part.stderr:
+                raise FactsError(NO_SNAPSHOT_VERB)
+            if part.rc != 0:
+                raise FactsError(f"snapshot exited {part.rc}: {part.stderr.strip()[-300:]}")
+            self._snapshot = parse_snapshot(part.stdout)
+        return self._snapshot
 
     def __call__(self, verb: str, *args: str) -> str:
         key = (verb, *args)
         if key not in self._cache:
-            cmd = shlex.join(["sudo", "-n", hardening.FACTS_HELPER, verb, *args])
-            r = self._host.run(cmd)
-            if r.rc == 3:  # the helper's "no evidence": a daemon that should answer is down
-                raise Inconclusive(r.stderr.strip() or f"{verb}: no evidence")
-            if r.rc != 0:
-                raise FactsError(f"{cmd} exited {r.rc}: {r.stderr.strip()[-300:]}")
-            self._cache[key] = r.stdout
+            part = self._part(verb, *args)
+            if part.rc == 3:  # the helper's "no evidence": a daemon that should answer is down
+                raise Inconclusive(part.stderr.strip() or f"{verb}: no evidence")
+            if part.rc != 0:
+                cmd = helper_command(verb, *args)
+                raise FactsError(f"{cmd} exited {part.rc}: {part.stderr.strip()[-300:]}")
+            self._cache[key] = part.stdout
         return self._cache[key]
+
+    def _part(self, verb: str, *args: str) -> Part:
+        if verb == "docker-probe":
+            return self._answer(verb, *args)
+        found = self.snapshot.verb(verb, *args)
+        return found if found is not None else self._call(verb, *args)
 
     def sysctl(self) -> dict[str, str]:
         """Runtime values as root (some keys are root-only), whitespace-normalised."""
@@ -161,9 +220,18 @@ class Plugin:
     def node(self) -> Profile:
         return self._profile
 
-    @pytest.fixture(scope="session")
+    @property
     def facts(self) -> Facts:
         return self._facts
+
+    @pytest.fixture(name="facts", scope="session")
+    def facts_fixture(self) -> Facts:
+        return self._facts
+
+    @pytest.fixture(scope="session")
+    def snap(self) -> Snapshot:
+        """The node's one fact snapshot (fetched once, at session start)."""
+        return self._facts.snapshot
 
     @pytest.fixture(scope="session")
     def ssh_server_version(self) -> str:
@@ -184,6 +252,21 @@ class Plugin:
                 w = self._waivers[meta.id]
                 until = f" (until {w.expires.isoformat()})" if w.expires else ""
                 self._decide(item, Status.WAIVED, f"waived in the inventory{until}: {w.reason}")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Start the snapshot and the probes the selected checks need, all at once."""
+        runnable = [i for i in session.items if i.nodeid not in self._decided]
+        if not runnable:
+            return
+        keys: list[tuple[str, ...]] = [("snapshot",)]
+        if any(_module(i) in PROBE_MODULES for i in runnable):
+            keys += [
+                ("docker-probe", m) for m in ("rootful", "rootless") if m in self._profile.roles
+            ]
+        self._facts.start(*keys)
+
+    def pytest_sessionfinish(self) -> None:
+        self._facts.close()
 
     def _decide(self, item: pytest.Item, status: Status, reason: str) -> None:
         self._decided[item.nodeid] = (status, reason)
@@ -223,6 +306,10 @@ class Plugin:
         if isinstance(exc, Inconclusive):
             return Status.WARN, _short(str(exc))
         return Status.ERROR, _short(f"{type(exc).__name__}: {exc}")
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

@@ -80,6 +80,8 @@ def as_dict(reports: list[NodeReport]) -> dict[str, Any]:
                 "roles": sorted(rep.roles),
                 "error": rep.error,
                 "phases": {name: round(seconds, 3) for name, seconds in rep.phases},
+                "fetches": {name: round(seconds, 3) for name, seconds in rep.fetches},
+                "round_trips": rep.round_trips,
                 "totals": totals(rep.results),
                 "results": [
                     {

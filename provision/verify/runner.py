@@ -60,12 +60,24 @@ class Result:
 
 
 @dataclass(frozen=True)
+class SuiteRun:
+    outcomes: list[Outcome]
+    output: str  # pytest's own
+    round_trips: int
+    fetches: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class NodeReport:
     node: str
     roles: frozenset[str]
     results: tuple[Result, ...]
     error: str | None = None  # the run stopped before a verdict (e.g. host key refused)
     phases: tuple[tuple[str, float], ...] = ()  # (phase, seconds): connect, checks
+    # Helper calls made alongside the checks (snapshot, probes: they overlap, so they are not
+    # phases), by verb, and how many commands the node was sent (one SSH round trip each).
+    fetches: tuple[tuple[str, float], ...] = ()
+    round_trips: int = 0
 
     @property
     def failed(self) -> bool:
@@ -81,11 +93,10 @@ def run_suite(
     waivers: tuple[Waiver, ...],
     today: date,
     select: str | None = None,
-) -> tuple[list[Outcome], str]:
-    """Run the suite in-process against one node; returns the outcomes and pytest's output."""
-    plugin = Plugin(
-        pinned_host(session, profile.name), profile, waivers, today, session.server_version
-    )
+) -> SuiteRun:
+    """Run the suite in-process against one node."""
+    host = pinned_host(session, profile.name)
+    plugin = Plugin(host, profile, waivers, today, session.server_version)
     out = io.StringIO()
     # pytest collects the suite by path, so it needs a real directory. pip installs a wheel
     # unzipped, and an editable install or a checkout is a directory too; then as_file hands
@@ -114,7 +125,8 @@ def run_suite(
         )
     if plugin.unmarked:
         raise VerifyError(f"suite tests without a catalogue id: {', '.join(plugin.unmarked)}")
-    return plugin.outcomes, out.getvalue()
+    fetches = tuple(sorted(plugin.facts.timings.items()))
+    return SuiteRun(plugin.outcomes, out.getvalue(), host.backend.round_trips, fetches)
 
 
 def fold(
@@ -238,8 +250,18 @@ def verify(
         connect = ("connect", time.monotonic() - t0)
         t0 = time.monotonic()
         with session, phase(emit, name, "verify"):
-            outcomes, _ = run_suite(session, profile, r.node.waivers, today, select)
+            run = run_suite(session, profile, r.node.waivers, today, select)
         checks = ("checks", time.monotonic() - t0)
-        results = fold(profile, outcomes, r.node.waivers, today, selected=select is not None)
-        reports.append(NodeReport(name, profile.roles, results, None, (connect, checks)))
+        results = fold(profile, run.outcomes, r.node.waivers, today, selected=select is not None)
+        reports.append(
+            NodeReport(
+                name,
+                profile.roles,
+                results,
+                None,
+                (connect, checks),
+                fetches=run.fetches,
+                round_trips=run.round_trips,
+            )
+        )
     return reports

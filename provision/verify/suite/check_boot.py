@@ -7,10 +7,10 @@ line is read from /proc/cmdline and compared with what the domain gives it.
 from __future__ import annotations
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
 from provision.verify.plugin import Profile
+from provision.verify.snapshot import Snapshot
 
 CMDLINE_FIX = (
     "The command line lives in the domain XML (provision/baseline/hardening.py KERNEL_CMDLINE): "
@@ -71,8 +71,8 @@ BOOT_08 = check(
 )
 
 
-def _cmdline(host: Host) -> list[str]:
-    return str(host.file("/proc/cmdline").content_string).split()
+def _cmdline(snap: Snapshot) -> list[str]:
+    return str(snap.file("/proc/cmdline").content_string).split()
 
 
 @check(
@@ -82,21 +82,21 @@ def _cmdline(host: Host) -> list[str]:
     severity="high",
     remediation=CMDLINE_FIX,
 )
-def test_no_weakening_parameters(host: Host) -> None:
-    found = [p for p in _cmdline(host) if p in WEAKENING]
+def test_no_weakening_parameters(snap: Snapshot) -> None:
+    found = [p for p in _cmdline(snap) if p in WEAKENING]
     assert not found, f"weakening parameters on the command line: {' '.join(found)}"
 
 
 @BOOT_02
-def test_kspp_parameters(host: Host) -> None:
-    missing = [p for p in KSPP if p not in _cmdline(host)]
+def test_kspp_parameters(snap: Snapshot) -> None:
+    missing = [p for p in KSPP if p not in _cmdline(snap)]
     assert not missing, f"missing from /proc/cmdline: {' '.join(missing)}"
 
 
 @BOOT_02
-def test_cmdline_is_the_domains(host: Host, node: Profile) -> None:
+def test_cmdline_is_the_domains(snap: Snapshot, node: Profile) -> None:
     """The running kernel got exactly what the inventory renders (nothing lost or added)."""
-    running = _cmdline(host)
+    running = _cmdline(snap)
     missing = [p for p in node.cmdline if p not in running]
     assert not missing, f"the domain's parameters missing at runtime: {' '.join(missing)}"
 
@@ -108,8 +108,8 @@ def test_cmdline_is_the_domains(host: Host, node: Profile) -> None:
     severity="med",
     remediation=CMDLINE_FIX + " lockdown=integrity (confidentiality breaks eBPF agents).",
 )
-def test_lockdown(host: Host) -> None:
-    text = str(host.file("/sys/kernel/security/lockdown").content_string)
+def test_lockdown(snap: Snapshot) -> None:
+    text = str(snap.file("/sys/kernel/security/lockdown").content_string)
     active = text[text.index("[") + 1 : text.index("]")] if "[" in text else text.strip()
     assert active in ("integrity", "confidentiality"), f"lockdown is {active!r}"
 
@@ -121,8 +121,8 @@ def test_lockdown(host: Host) -> None:
     severity="med",
     remediation=CMDLINE_FIX + " module.sig_enforce=1.",
 )
-def test_module_sig_enforce(host: Host) -> None:
-    value = str(host.file("/sys/module/module/parameters/sig_enforce").content_string).strip()
+def test_module_sig_enforce(snap: Snapshot) -> None:
+    value = str(snap.file("/sys/module/module/parameters/sig_enforce").content_string).strip()
     assert value == "Y", f"sig_enforce is {value}"
 
 
@@ -134,8 +134,8 @@ def test_module_sig_enforce(host: Host) -> None:
     remediation=CMDLINE_FIX + " audit=1 audit_backlog_limit=8192.",
 )
 @pytest.mark.parametrize("param", ["audit=1", "audit_backlog_limit=8192"])
-def test_audit_at_boot(host: Host, param: str) -> None:
-    assert param in _cmdline(host), f"{param} missing from /proc/cmdline"
+def test_audit_at_boot(snap: Snapshot, param: str) -> None:
+    assert param in _cmdline(snap), f"{param} missing from /proc/cmdline"
 
 
 @check(
@@ -145,26 +145,23 @@ def test_audit_at_boot(host: Host, param: str) -> None:
     severity="med",
     remediation="Do not pass apparmor=0; the golden image carries the apparmor package.",
 )
-def test_apparmor(host: Host) -> None:
-    value = str(host.file("/sys/module/apparmor/parameters/enabled").content_string).strip()
+def test_apparmor(snap: Snapshot) -> None:
+    value = str(snap.file("/sys/module/apparmor/parameters/enabled").content_string).strip()
     assert value == "Y", f"AppArmor enabled={value}"
-    lsm = str(host.file("/sys/kernel/security/lsm").content_string)
+    lsm = str(snap.file("/sys/kernel/security/lsm").content_string)
     assert "apparmor" in lsm.split(","), f"apparmor not among the active LSMs: {lsm}"
 
 
 @BOOT_08
-def test_newest_kernel(host: Host) -> None:
-    running = str(host.check_output("uname -r"))
-    installed = str(host.check_output("ls /lib/modules")).split()
-    newest = str(
-        host.check_output("printf '%s\\n' " + " ".join(installed) + " | sort -V | tail -1")
-    )
+def test_newest_kernel(snap: Snapshot) -> None:
+    running = str(snap.output("uname-r"))
+    newest = snap.output("newest-kernel")  # `ls /lib/modules | sort -V | tail -1`
     assert running == newest, f"running {running}, newest installed {newest}"
 
 
 @BOOT_08
-def test_no_vulnerable_cpu(host: Host, node: Profile) -> None:
-    out = host.run("grep -H . /sys/devices/system/cpu/vulnerabilities/*")
+def test_no_vulnerable_cpu(snap: Snapshot, node: Profile) -> None:
+    out = snap.run("cpu-vulnerabilities")
     vulnerable = [line for line in out.stdout.splitlines() if "Vulnerable" in line]
     if vulnerable and node.accel == "qemu":
         raise Inconclusive(
@@ -181,10 +178,10 @@ def test_no_vulnerable_cpu(host: Host, node: Profile) -> None:
     severity="high",
     remediation="Nodes are libvirt guests booted from the golden image's kernel.",
 )
-def test_own_kernel(host: Host, node: Profile) -> None:
-    container = host.run("systemd-detect-virt --container")
+def test_own_kernel(snap: Snapshot, node: Profile) -> None:
+    container = snap.run("virt-container")
     assert container.stdout.strip() == "none", f"running in a container: {container.stdout}"
-    vm = host.run("systemd-detect-virt --vm").stdout.strip()
+    vm = snap.run("virt-vm").stdout.strip()
     # Under TCG there is no KVM: QEMU itself is what the guest detects.
     want = "kvm" if node.accel == "kvm" else "qemu"
     assert vm == want, f"systemd-detect-virt --vm says {vm!r}, the domain runs on {want}"
@@ -198,11 +195,11 @@ def test_own_kernel(host: Host, node: Profile) -> None:
     roles="k8s rootless",
     remediation="Debian 12 defaults to cgroup v2; do not pass systemd.unified_cgroup_hierarchy=0.",
 )
-def test_cgroup_v2(host: Host, node: Profile) -> None:
-    fs = str(host.check_output("stat -fc %T /sys/fs/cgroup"))
+def test_cgroup_v2(snap: Snapshot, node: Profile) -> None:
+    fs = str(snap.output("cgroup-fstype"))
     assert fs == "cgroup2fs", f"/sys/fs/cgroup is {fs}"
-    init = str(host.file("/proc/1/comm").content_string).strip()
+    init = str(snap.file("/proc/1/comm").content_string).strip()
     assert init == "systemd", f"PID 1 is {init}"
     if "k8s" in node.roles:
-        swaps = str(host.file("/proc/swaps").content_string).splitlines()[1:]
+        swaps = str(snap.file("/proc/swaps").content_string).splitlines()[1:]
         assert not swaps, f"swap is on: {swaps}"

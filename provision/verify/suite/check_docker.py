@@ -15,7 +15,6 @@ import re
 from typing import Any
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
 from provision.verify.nodefacts import docker_info, numeric_ids, stat_paths
@@ -27,6 +26,7 @@ from provision.verify.parse import (
     subid_range,
 )
 from provision.verify.plugin import Facts
+from provision.verify.snapshot import Snapshot
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 RESTART = (
@@ -38,8 +38,8 @@ RESTART = (
 # --- node helpers ----------------------------------------------------------------------------
 
 
-def daemon_config(host: Host) -> dict[str, Any]:
-    f = host.file(DAEMON_JSON)
+def daemon_config(snap: Snapshot) -> dict[str, Any]:
+    f = snap.file(DAEMON_JSON)
     assert f.exists, f"{DAEMON_JSON} is missing"
     try:
         config: dict[str, Any] = json.loads(f.content_string)
@@ -49,8 +49,8 @@ def daemon_config(host: Host) -> dict[str, Any]:
     return config
 
 
-def dockerd_argv(host: Host) -> list[str]:
-    lines = parse_execstart(host.check_output("systemctl show -p ExecStart --value docker.service"))
+def dockerd_argv(snap: Snapshot) -> list[str]:
+    lines = parse_execstart(snap.output("docker-execstart"))
     assert lines, "docker.service has no ExecStart"
     return lines[0]
 
@@ -71,26 +71,25 @@ DKR_01 = check(
 
 
 @DKR_01
-def test_daemon_json_known_keys(host: Host) -> None:
-    unknown = sorted(set(daemon_config(host)) - KNOWN_KEYS)
+def test_daemon_json_known_keys(snap: Snapshot) -> None:
+    unknown = sorted(set(daemon_config(snap)) - KNOWN_KEYS)
     assert not unknown, f"{DAEMON_JSON} has keys dockerd 20.10 does not know: {', '.join(unknown)}"
 
 
 @DKR_01
-def test_daemon_json_no_flag_clash(host: Host) -> None:
-    clash = sorted(set(daemon_config(host)) & flag_keys(dockerd_argv(host)))
+def test_daemon_json_no_flag_clash(snap: Snapshot) -> None:
+    clash = sorted(set(daemon_config(snap)) & flag_keys(dockerd_argv(snap)))
     assert not clash, f"set both as dockerd flags and in {DAEMON_JSON}: {', '.join(clash)}"
 
 
 @DKR_01
-def test_daemon_runs_current_config(host: Host, facts: Facts) -> None:
+def test_daemon_runs_current_config(snap: Snapshot, facts: Facts) -> None:
     docker_info(facts)  # the daemon answers (Inconclusive, a WARN, if docker.service is down)
-    pid = host.run("pgrep -u 0 -o -x dockerd").stdout.strip()
-    if not pid:
+    # `pgrep -u 0 -o -x dockerd`, then "PID NOW MTIME ELAPSED" (date, stat -c %Y, ps etimes).
+    age = snap.output("dockerd-age").split()
+    if not age:
         raise Inconclusive("docker.service is active but no root dockerd process is visible")
-    now, mtime, elapsed = host.check_output(
-        f"echo $(date +%s) $(stat -c %Y {DAEMON_JSON}) $(ps -o etimes= -p {pid})"
-    ).split()
+    pid, now, mtime, elapsed = age
     started = int(now) - int(elapsed)
     assert started >= int(mtime), (
         f"dockerd (pid {pid}) started {int(mtime) - started}s before {DAEMON_JSON} last changed: "
@@ -114,8 +113,8 @@ DKR_02 = check(
 
 
 @DKR_02
-def test_userns_remap_configured(host: Host, facts: Facts) -> None:
-    remap = daemon_config(host).get("userns-remap")
+def test_userns_remap_configured(snap: Snapshot, facts: Facts) -> None:
+    remap = daemon_config(snap).get("userns-remap")
     assert remap, f"{DAEMON_JSON} has no userns-remap"
     options = docker_info(facts).get("SecurityOptions") or []
     assert "name=userns" in options, f"SecurityOptions are {options}: userns-remap is not active"
@@ -123,16 +122,16 @@ def test_userns_remap_configured(host: Host, facts: Facts) -> None:
 
 @DKR_02
 @pytest.mark.parametrize("db", ["/etc/subuid", "/etc/subgid"])
-def test_dockremap_subids(host: Host, db: str) -> None:
-    found = subid_range(host.file(db).content_string, "dockremap")
+def test_dockremap_subids(snap: Snapshot, db: str) -> None:
+    found = subid_range(snap.file(db).content_string, "dockremap")
     assert found is not None, f"{db} has no dockremap range"
     assert found[1] >= 65536, f"{db} gives dockremap {found[1]} ids, expected at least 65536"
 
 
 @DKR_02
-def test_remapped_root_dir(host: Host, facts: Facts) -> None:
-    uid = subid_range(host.file("/etc/subuid").content_string, "dockremap")
-    gid = subid_range(host.file("/etc/subgid").content_string, "dockremap")
+def test_remapped_root_dir(snap: Snapshot, facts: Facts) -> None:
+    uid = subid_range(snap.file("/etc/subuid").content_string, "dockremap")
+    gid = subid_range(snap.file("/etc/subgid").content_string, "dockremap")
     assert uid and gid, "dockremap has no subordinate ids"
     root = str(docker_info(facts).get("DockerRootDir", ""))
     want = f"/var/lib/docker/{uid[0]}.{gid[0]}"
@@ -179,8 +178,8 @@ DKR_03 = check(
 
 
 @DKR_03
-def test_icc_configured(host: Host) -> None:
-    assert daemon_config(host).get("icc") is False, f'{DAEMON_JSON} lacks "icc": false'
+def test_icc_configured(snap: Snapshot) -> None:
+    assert daemon_config(snap).get("icc") is False, f'{DAEMON_JSON} lacks "icc": false'
 
 
 ICC_DROP = re.compile(r'iifname "docker0" oifname "docker0"[^\n]*\bdrop\b')
@@ -207,8 +206,8 @@ def test_icc_enforced(facts: Facts) -> None:
     roles="rootful",
     remediation='"no-new-privileges": true in daemon.json. ' + RESTART,
 )
-def test_no_new_privileges(host: Host) -> None:
-    value = daemon_config(host).get("no-new-privileges")
+def test_no_new_privileges(snap: Snapshot) -> None:
+    value = daemon_config(snap).get("no-new-privileges")
     assert value is True, f'{DAEMON_JSON} "no-new-privileges" is {value}, expected true'
 
 
@@ -233,8 +232,8 @@ def test_live_restore(facts: Facts) -> None:
     roles="rootful",
     remediation='"userland-proxy": false in daemon.json (rootful only, see HN-DKRL-06). ' + RESTART,
 )
-def test_userland_proxy_off(host: Host) -> None:
-    value = daemon_config(host).get("userland-proxy")
+def test_userland_proxy_off(snap: Snapshot) -> None:
+    value = daemon_config(snap).get("userland-proxy")
     assert value is False, f'{DAEMON_JSON} "userland-proxy" is {value}, expected false'
 
 
@@ -252,20 +251,20 @@ DKR_07 = check(
 
 
 @DKR_07
-def test_log_level(host: Host, facts: Facts) -> None:
-    level = daemon_config(host).get("log-level", "info")
+def test_log_level(snap: Snapshot, facts: Facts) -> None:
+    level = daemon_config(snap).get("log-level", "info")
     assert level == "info", f'{DAEMON_JSON} "log-level" is {level!r}, expected "info"'
     assert docker_info(facts).get("Debug") is False, "the daemon runs in debug mode"
 
 
 @DKR_07
-def test_log_driver(host: Host, facts: Facts) -> None:
+def test_log_driver(snap: Snapshot, facts: Facts) -> None:
     driver = docker_info(facts).get("LoggingDriver")
     assert driver in ("journald", "syslog", "local", "json-file"), (
         f"the log driver is {driver}: logs neither centralised nor rotated by the node"
     )
     if driver == "json-file":
-        opts = daemon_config(host).get("log-opts") or {}
+        opts = daemon_config(snap).get("log-opts") or {}
         missing = [k for k in ("max-size", "max-file") if k not in opts]
         assert not missing, f"json-file logs without {', '.join(missing)}: unbounded growth"
 
@@ -283,8 +282,8 @@ DKR_08 = check(
 
 
 @DKR_08
-def test_daemon_json_network_keys(host: Host) -> None:
-    config = daemon_config(host)
+def test_daemon_json_network_keys(snap: Snapshot) -> None:
+    config = daemon_config(snap)
     bad = [k for k in ("iptables", "ip-forward") if config.get(k) is False]
     bad += [k for k in ("insecure-registries",) if config.get(k)]
     bad += [k for k in ("experimental",) if config.get(k) is True]

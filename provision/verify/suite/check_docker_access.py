@@ -7,12 +7,18 @@ control. The daemon's configuration (HN-DKR-01..08) is in check_docker.py.
 from __future__ import annotations
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import check
-from provision.verify.nodefacts import docker_info
-from provision.verify.parse import audit_watches, listening_ports, parse_kv, watched
+from provision.verify.nodefacts import docker_info, installed_packages
+from provision.verify.parse import (
+    audit_watches,
+    compare_versions,
+    listening_ports,
+    parse_kv,
+    watched,
+)
 from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import Snapshot
 from provision.verify.suite.check_docker import DAEMON_JSON, RESTART, daemon_config, dockerd_argv
 
 # --- HN-DKR-09 no unauthenticated TCP API ----------------------------------------------------
@@ -31,15 +37,15 @@ DKR_09 = check(
 
 
 @DKR_09
-def test_no_plain_api_port(host: Host) -> None:
-    ports = listening_ports(host.check_output("ss -Hltn"))
+def test_no_plain_api_port(snap: Snapshot) -> None:
+    ports = listening_ports(snap.output("ss-tln"))
     assert 2375 not in ports, "something listens on TCP 2375, the plain-text Docker API port"
 
 
 @DKR_09
-def test_tcp_hosts_need_tlsverify(host: Host) -> None:
-    config = daemon_config(host)
-    argv = dockerd_argv(host)
+def test_tcp_hosts_need_tlsverify(snap: Snapshot) -> None:
+    config = daemon_config(snap)
+    argv = dockerd_argv(snap)
     hosts = list(config.get("hosts") or [])
     hosts += [
         argv[i + 1] if a in ("-H", "--host") else a.split("=", 1)[1]
@@ -64,10 +70,10 @@ DKR_10 = check(
 
 
 @DKR_10
-def test_seccomp_default(host: Host, facts: Facts) -> None:
+def test_seccomp_default(snap: Snapshot, facts: Facts) -> None:
     options = docker_info(facts).get("SecurityOptions") or []
     assert "name=seccomp,profile=default" in options, f"SecurityOptions are {options}"
-    profile = daemon_config(host).get("seccomp-profile")
+    profile = daemon_config(snap).get("seccomp-profile")
     assert profile in (None, "", "builtin"), f'{DAEMON_JSON} "seccomp-profile" is {profile!r}'
 
 
@@ -95,24 +101,24 @@ DKR_11 = check(
 
 
 @DKR_11
-def test_cgroup_parent_default(host: Host) -> None:
-    value = daemon_config(host).get("cgroup-parent")
+def test_cgroup_parent_default(snap: Snapshot) -> None:
+    value = daemon_config(snap).get("cgroup-parent")
     assert not value, f'{DAEMON_JSON} sets "cgroup-parent" to {value!r}'
 
 
 @DKR_11
-def test_default_ulimits_bounded(host: Host) -> None:
-    limits = daemon_config(host).get("default-ulimits") or {}
+def test_default_ulimits_bounded(snap: Snapshot) -> None:
+    limits = daemon_config(snap).get("default-ulimits") or {}
     unlimited = [name for name, v in limits.items() if -1 in (v.get("Soft"), v.get("Hard"))]
     assert not unlimited, f"default-ulimits without a bound: {', '.join(unlimited)}"
 
 
 @DKR_11
-def test_api_authorization(host: Host, facts: Facts) -> None:
+def test_api_authorization(snap: Snapshot, facts: Facts) -> None:
     plugins = (docker_info(facts).get("Plugins") or {}).get("Authorization") or []
     if plugins:
         return
-    members = docker_group_members(host)
+    members = docker_group_members(snap)
     assert not members, (
         f"no authorization plugin, and the docker group gives {', '.join(members)} the full API"
     )
@@ -200,24 +206,25 @@ DOCKER_IO_FLOOR = "20.10.24+dfsg1-1+deb12u1"
         "bookworm-security, then re-provision; check the Debian security tracker for docker.io."
     ),
 )
-def test_docker_io_patched(host: Host) -> None:
-    version = host.check_output("dpkg-query -W -f='${Version}' docker.io")
-    newer = host.run(f"dpkg --compare-versions {version} ge {DOCKER_IO_FLOOR}").rc == 0
+def test_docker_io_patched(snap: Snapshot) -> None:
+    version = installed_packages(snap).get("docker.io", ("", ""))[1]
+    assert version, "docker.io is not installed"
+    newer = compare_versions(version, DOCKER_IO_FLOOR) >= 0
     assert newer, f"docker.io {version} is older than the security update {DOCKER_IO_FLOOR}"
 
 
 # --- HN-USR-07 docker group ------------------------------------------------------------------
 
 
-def docker_group_members(host: Host) -> list[str]:
+def docker_group_members(snap: Snapshot) -> list[str]:
     """Members of the docker group, listed or by primary group."""
-    entry = host.run("getent group docker")
+    entry = snap.run("getent-group-docker")
     if entry.rc != 0:
         return []
     fields = entry.stdout.strip().split(":")
     members = [m for m in fields[3].split(",") if m] if len(fields) > 3 else []
     gid = fields[2]
-    for line in host.check_output("getent passwd").splitlines():
+    for line in snap.output("getent-passwd").splitlines():
         user = line.split(":")
         if len(user) > 3 and user[3] == gid and user[0] not in members:
             members.append(user[0])
@@ -226,7 +233,7 @@ def docker_group_members(host: Host) -> list[str]:
 
 @check(
     "HN-USR-07",
-    "Ensure the docker group is empty (membership is root on the host)",
+    "Ensure the docker group is empty (membership is root on the snap)",
     level="L1",
     severity="crit",
     roles="rootless rootful",
@@ -235,6 +242,6 @@ def docker_group_members(host: Host) -> list[str]:
         "its own rootless daemon (cloudinit/harden.sh.j2 refuses a non-empty group)."
     ),
 )
-def test_docker_group_empty(host: Host, node: Profile) -> None:
-    members = docker_group_members(host)
+def test_docker_group_empty(snap: Snapshot, node: Profile) -> None:
+    members = docker_group_members(snap)
     assert not members, f"the docker group has {', '.join(members)}, expected nobody"

@@ -12,10 +12,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
-from provision.verify.nodefacts import mounts, numeric_ids, stat_paths, workload_ids
+from provision.verify.nodefacts import (
+    builtin_module,
+    loaded_modules,
+    mounts,
+    numeric_ids,
+    stat_paths,
+    workload_ids,
+)
 from provision.verify.parse import (
     Stat,
     install_commands,
@@ -25,6 +31,7 @@ from provision.verify.parse import (
     rootless_files,
 )
 from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import Snapshot
 
 REPROVISION = "Re-provision the node (`provision up`) so the seed files are written again."
 
@@ -77,8 +84,8 @@ MOUNT_OPTIONS = sorted(
     ),
 )
 @pytest.mark.parametrize("mountpoint,option", MOUNT_OPTIONS)
-def test_mount_option(host: Host, mountpoint: str, option: str) -> None:
-    found = mounts(host).get(mountpoint)
+def test_mount_option(snap: Snapshot, mountpoint: str, option: str) -> None:
+    found = mounts(snap).get(mountpoint)
     if found is None:
         pytest.skip(f"N/A: {mountpoint} is not a separate filesystem (deviation HN-FS-01)")
     assert option in found.options, (
@@ -104,8 +111,8 @@ def test_mount_option(host: Host, mountpoint: str, option: str) -> None:
     "mountpoint,required",
     [("/dev/shm", ("nodev", "nosuid", "noexec")), ("/proc", ("rw", "nosuid", "nodev", "noexec"))],
 )
-def test_special_mount(host: Host, mountpoint: str, required: tuple[str, ...]) -> None:
-    found = mounts(host).get(mountpoint)
+def test_special_mount(snap: Snapshot, mountpoint: str, required: tuple[str, ...]) -> None:
+    found = mounts(snap).get(mountpoint)
     assert found is not None, f"{mountpoint} is not mounted"
     missing = [o for o in required if o not in found.options]
     assert not missing, (
@@ -187,10 +194,10 @@ def test_suid_inventory(facts: Facts) -> None:
 
 @FS_05
 @pytest.mark.parametrize("path", ID_MAP_HELPERS)
-def test_id_map_helper_setuid(host: Host, node: Profile, path: str) -> None:
+def test_id_map_helper_setuid(snap: Snapshot, node: Profile, path: str) -> None:
     if "rootless" not in node.roles:
         pytest.skip("N/A: no rootless Docker on this node")
-    f = host.file(path)
+    f = snap.file(path)
     assert f.exists, f"{path} is missing: rootless Docker cannot map its subordinate ids"
     assert (f.user, f.mode) == ("root", 0o4755), (
         f"{path} is {f.user} {f.mode:o}, expected root 4755 (rootlesskit needs it setuid)"
@@ -233,9 +240,9 @@ def test_docker_file_mode(facts: Facts, path: str, owner: str, group: str, mode:
 
 
 @FS_06
-def test_docker_unit_is_debians(host: Host) -> None:
+def test_docker_unit_is_debians(snap: Snapshot) -> None:
     """The modes above are checked on Debian's unit path: make sure that is the unit in use."""
-    unit = host.check_output("systemctl show -p FragmentPath --value docker.service")
+    unit = snap.output("docker-fragment")
     assert unit == "/lib/systemd/system/docker.service", (
         f"docker.service is loaded from {unit or 'nowhere'}, expected Debian's "
         "/lib/systemd/system/docker.service"
@@ -244,8 +251,8 @@ def test_docker_unit_is_debians(host: Host) -> None:
 
 @FS_06
 @pytest.mark.parametrize("kind", ["tlscacert", "tlscert", "tlskey"])
-def test_docker_tls_file_mode(host: Host, facts: Facts, kind: str) -> None:
-    config = json.loads(host.file("/etc/docker/daemon.json").content_string)
+def test_docker_tls_file_mode(snap: Snapshot, facts: Facts, kind: str) -> None:
+    config = json.loads(snap.file("/etc/docker/daemon.json").content_string)
     path = config.get(kind)
     if not path:
         pytest.skip(f"N/A: no {kind} configured (the daemon has no TCP listener)")
@@ -272,8 +279,8 @@ def test_docker_tls_file_mode(host: Host, facts: Facts, kind: str) -> None:
 @pytest.mark.parametrize(
     "index", range(5), ids=["runtime-dir", "socket", "config", "daemon.json", "data-root"]
 )
-def test_rootless_file_mode(host: Host, facts: Facts, node: Profile, index: int) -> None:
-    uid, home = workload_ids(host, node.workload_user)
+def test_rootless_file_mode(snap: Snapshot, facts: Facts, node: Profile, index: int) -> None:
+    uid, home = workload_ids(snap, node.workload_user)
     path, mode, required = rootless_files(uid, home)[index]
     st = stat_paths(facts, path).get(path)
     if st is None and path.endswith("/docker.sock"):
@@ -283,12 +290,12 @@ def test_rootless_file_mode(host: Host, facts: Facts, node: Profile, index: int)
         assert not required, f"{path} is missing"
         pytest.skip(f"N/A: {path} does not exist")
     if path.endswith("/docker.sock") and st.group != node.workload_user:
-        _expect_rootless_socket(host, facts, node.workload_user, st)
+        _expect_rootless_socket(snap, facts, node.workload_user, st)
         return
     expect_stat(st, node.workload_user, node.workload_user, mode)
 
 
-def _expect_rootless_socket(host: Host, facts: Facts, user: str, st: Stat) -> None:
+def _expect_rootless_socket(snap: Snapshot, facts: Facts, user: str, st: Stat) -> None:
     """The rootless dockerd gives its socket the `docker` group *inside* its user namespace:
     on the host that is one of the user's own subordinate gids, so group access is the user's."""
     assert st.owner == user, f"{st.describe()}, expected owner {user}"
@@ -305,7 +312,7 @@ def _expect_rootless_socket(host: Host, facts: Facts, user: str, st: Stat) -> No
         (
             (int(f[1]), int(f[2]))
             for f in (
-                line.split(":") for line in host.file("/etc/subgid").content_string.splitlines()
+                line.split(":") for line in snap.file("/etc/subgid").content_string.splitlines()
             )
             if len(f) == 3 and f[0] == user
         ),
@@ -386,11 +393,9 @@ def test_k8s_etcd_data_dir(facts: Facts, node: Profile) -> None:
 
 
 @FS_08
-def test_k8s_kubelet_units(host: Host, facts: Facts) -> None:
+def test_k8s_kubelet_units(snap: Snapshot, facts: Facts) -> None:
     _require_kubernetes(facts)
-    shown = host.check_output(
-        "systemctl show -p FragmentPath -p DropInPaths --value kubelet.service"
-    ).split()
+    shown = snap.output("kubelet-units").split()
     assert shown, "kubelet.service has no unit file"
     for st in stat_paths(facts, *shown).values():
         expect_stat(st, "root", "root", 0o600)
@@ -429,14 +434,14 @@ UNUSED_MODULES = (
     ),
 )
 @pytest.mark.parametrize("module", UNUSED_MODULES)
-def test_module_disabled(host: Host, module: str) -> None:
-    if module == "vfat" and host.file("/sys/firmware/efi").exists:
+def test_module_disabled(snap: Snapshot, module: str) -> None:
+    if module == "vfat" and snap.file("/sys/firmware/efi").exists:
         pytest.skip("N/A: EFI firmware boots from a vfat partition")
-    loaded = host.check_output("cut -d' ' -f1 /proc/modules").split()
+    loaded = loaded_modules(snap)
     assert module not in loaded, f"{module} is loaded"
-    builtin = host.run(f"grep -q '/{module}.ko$' /lib/modules/$(uname -r)/modules.builtin").rc
-    assert builtin != 0, f"{module} is built into the kernel: no install line can disable it"
-    out = host.run(f"/sbin/modprobe -n -v {module}")
+    builtin = builtin_module(snap, module)
+    assert not builtin, f"{module} is built into the kernel: no install line can disable it"
+    out = snap.run(f"modprobe {module}")  # `/sbin/modprobe -n -v MODULE`
     commands = install_commands(out.stdout)
     assert any(c in ("/bin/false", "/bin/true") for c in commands), (
         f"`modprobe -n -v {module}` would {'run ' + '; '.join(commands) if commands else 'load it'}"
@@ -472,11 +477,11 @@ CRON_DAEMONS = ("/usr/sbin/cron", "/usr/sbin/crond", "/usr/sbin/anacron", "/usr/
 
 @FS_10
 @pytest.mark.parametrize("path", CRON_PATHS)
-def test_cron_path_private(host: Host, path: str) -> None:
-    if not any(host.file(d).exists for d in CRON_DAEMONS):
+def test_cron_path_private(snap: Snapshot, path: str) -> None:
+    if not any(snap.file(d).exists for d in CRON_DAEMONS):
         # Packages drop files in /etc/cron.d and /etc/cron.daily whether or not cron exists.
         pytest.skip("N/A: no cron daemon is installed: nothing runs the cron files")
-    f = host.file(path)
+    f = snap.file(path)
     if not f.exists:
         pytest.skip(f"N/A: {path} does not exist")
     assert (f.user, f.group) == ("root", "root"), (
@@ -486,8 +491,8 @@ def test_cron_path_private(host: Host, path: str) -> None:
 
 
 @FS_10
-def test_var_log_owner(host: Host) -> None:
-    f = host.file("/var/log")
+def test_var_log_owner(snap: Snapshot) -> None:
+    f = snap.file("/var/log")
     assert f.user == "root" and f.group in ("root", "syslog"), (
         f"/var/log is {f.user}:{f.group}, expected root:root or root:syslog"
     )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from testinfra.host import Host
-
 from provision.verify.checks import Inconclusive, check
 from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import Snapshot
 
 FW_FIX = (
     "The table comes from /etc/provision/firewall.nft, loaded by provision-firewall.service; "
@@ -38,8 +37,8 @@ def _chain(table: str, name: str) -> str:
     severity="high",
     remediation=FW_FIX,
 )
-def test_default_drop(host: Host, facts: Facts) -> None:
-    assert host.service("provision-firewall").is_enabled, "provision-firewall is not enabled"
+def test_default_drop(snap: Snapshot, facts: Facts) -> None:
+    assert snap.service("provision-firewall").is_enabled, "provision-firewall is not enabled"
     chain = _chain(_table(facts), "input")
     assert "hook input priority filter; policy drop;" in chain, "input policy is not drop"
     assert 'iif "lo" accept' in chain, "loopback is not accepted"
@@ -73,14 +72,14 @@ def test_inbound_allow_list(facts: Facts, node: Profile) -> None:
     severity="high",
     remediation=FW_FIX,
 )
-def test_coexists_with_docker(host: Host, facts: Facts, node: Profile) -> None:
+def test_coexists_with_docker(snap: Snapshot, facts: Facts, node: Profile) -> None:
     config = facts("firewall-config")
     statements = [line.split("#", 1)[0].strip() for line in config.splitlines()]
     assert "flush ruleset" not in statements, "firewall.nft flushes every table (Docker's too)"
     forward = _chain(_table(facts), "forward")
     assert "policy drop;" in forward, "forward policy is not drop"
     if "rootful" in node.roles:
-        if not host.service("docker").is_running:
+        if not snap.service("docker").is_running:
             raise Inconclusive("docker.service is not running: Docker's tables cannot be seen")
         ruleset = facts("nft")
         assert "chain DOCKER" in ruleset, "Docker's iptables-nft chains are gone"
@@ -94,9 +93,9 @@ def test_coexists_with_docker(host: Host, facts: Facts, node: Profile) -> None:
     severity="high",
     remediation="Stop the service listed, or add its port to the role's allow-list on purpose.",
 )
-def test_listening_sockets(host: Host, node: Profile) -> None:
+def test_listening_sockets(snap: Snapshot, node: Profile) -> None:
     allowed_tcp = set().union(*(p for role, p in INBOUND_TCP.items() if role in node.roles))
-    listeners = host.socket.get_listening_sockets()
+    listeners = snap.listening_sockets()
     unexpected = []
     for spec in listeners:
         proto, _, rest = spec.partition("://")

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 
-from testinfra.host import Host
-
 from provision.verify.checks import check
 from provision.verify.plugin import Facts
+from provision.verify.snapshot import Snapshot
 
 K8S_FIX = (
     "containerd's config is /etc/containerd/config.toml (rendered from "
@@ -37,8 +36,8 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     remediation=K8S_FIX,
     roles="k8s",
 )
-def test_containerd_cri(host: Host, facts: Facts) -> None:
-    assert host.service("containerd").is_running, "containerd is not running"
+def test_containerd_cri(snap: Snapshot, facts: Facts) -> None:
+    assert snap.service("containerd").is_running, "containerd is not running"
     config = facts("containerd-config")
     assert re.search(r"^\s*SystemdCgroup = true$", config, re.M), "SystemdCgroup is not true"
     assert re.search(r'^\s*bin_dir = "/opt/cni/bin"$', config, re.M), (
@@ -55,25 +54,25 @@ def test_containerd_cri(host: Host, facts: Facts) -> None:
     remediation=K8S_FIX,
     roles="k8s",
 )
-def test_kubeadm_preflight(host: Host) -> None:
-    swaps = host.file("/proc/swaps").content_string.strip().splitlines()[1:]
+def test_kubeadm_preflight(snap: Snapshot) -> None:
+    swaps = snap.file("/proc/swaps").content_string.strip().splitlines()[1:]
     assert not swaps, f"swap is on: {swaps}"
-    hostname = host.check_output("hostname")
+    hostname = snap.output("hostname")
     assert DNS_LABEL.match(hostname), f"hostname {hostname!r} is not a DNS label"
     # kubeadm runs as root, whose PATH has the sbin directories a login's lacks.
-    found = host.run(
+    found = snap.run(
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; "
         "for t in " + " ".join(KUBEADM_TOOLS) + '; do command -v "$t" || :; done'
     ).stdout.split()
     missing = [t for t in KUBEADM_TOOLS if not any(f.endswith(f"/{t}") for f in found)]
     assert not missing, f"kubeadm needs {', '.join(missing)}"
     taken = []
-    for spec in host.socket.get_listening_sockets():
+    for spec in snap.listening_sockets():
         proto, _, rest = spec.partition("://")
         port = rest.rpartition(":")[2]
         if proto == "tcp" and port.isdigit() and int(port) in KUBEADM_PORTS:
             taken.append(int(port))
     if taken:
-        running = host.check_output("ps -eo comm=")
+        running = snap.output("ps-comm")
         ours = any(p in running for p in KUBE_PROCESSES)
         assert ours, f"kubeadm's ports {sorted(taken)} are taken by something else"

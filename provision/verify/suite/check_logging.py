@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import check
 from provision.verify.plugin import Facts
+from provision.verify.snapshot import Snapshot
 
 AUDIT_FIX = (
     "Rules come from /etc/audit/rules.d/60-provision.rules and auditd.conf from the seed; "
@@ -38,8 +38,8 @@ LOG_01 = check(
 
 
 @LOG_01
-def test_auditd_running(host: Host) -> None:
-    assert host.service("auditd").is_running, "auditd is not running"
+def test_auditd_running(snap: Snapshot) -> None:
+    assert snap.service("auditd").is_running, "auditd is not running"
 
 
 @LOG_01
@@ -108,9 +108,9 @@ LOG_03 = check(
 
 
 @LOG_03
-def test_journal_persistent(host: Host) -> None:
-    assert host.file("/var/log/journal").is_directory, "/var/log/journal is missing"
-    conf = str(host.check_output("systemd-analyze cat-config systemd/journald.conf"))
+def test_journal_persistent(snap: Snapshot) -> None:
+    assert snap.file("/var/log/journal").is_directory, "/var/log/journal is missing"
+    conf = str(snap.output("journald-config"))
     storage = [
         line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("Storage=")
     ]
@@ -129,12 +129,12 @@ def test_remote_shipping() -> None:
     severity="high",
     remediation="Inspect /var/log/cloud-init.log; keep secrets out of runcmd output; chmod 0640.",
 )
-def test_cloud_init_clean(host: Host, facts: Facts) -> None:
-    result = json.loads(str(host.file("/var/lib/cloud/data/result.json").content_string))
+def test_cloud_init_clean(snap: Snapshot, facts: Facts) -> None:
+    result = json.loads(str(snap.file("/var/lib/cloud/data/result.json").content_string))
     errors = result["v1"]["errors"]
     assert not errors, f"cloud-init errors: {errors}"
     for path in ("/var/log/cloud-init.log", "/var/log/cloud-init-output.log"):
-        f = host.file(path)
+        f = snap.file(path)
         assert f.mode & 0o037 == 0, f"{path} is {f.mode:o}, expected 0640 or stricter"
     leaks = facts("cloud-init-secrets").split()
     assert not leaks, f"private key material in {leaks}"

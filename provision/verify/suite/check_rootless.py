@@ -11,12 +11,27 @@ from __future__ import annotations
 import json
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import Inconclusive, check
-from provision.verify.nodefacts import mounts, rootless_info, stat_paths, workload_ids
-from provision.verify.parse import environment_path, mount_of, parse_kv, probe_failures, unit_values
+from provision.verify.nodefacts import (
+    builtin_module,
+    installed_packages,
+    loaded_modules,
+    mounts,
+    rootless_info,
+    stat_paths,
+    workload_ids,
+)
+from provision.verify.parse import (
+    compare_versions,
+    environment_path,
+    mount_of,
+    parse_kv,
+    probe_failures,
+    unit_values,
+)
 from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import Snapshot
 
 ROOTLESS_UNIT = "/etc/systemd/user/docker-rootless.service"
 CONTRIB = "/usr/share/docker.io/contrib"
@@ -30,9 +45,9 @@ RESTART = (
 # --- node helpers ----------------------------------------------------------------------------
 
 
-def user_processes(host: Host, user: str) -> list[str]:
+def user_processes(snap: Snapshot, user: str) -> list[str]:
     """Command lines of the user's processes (the process table is public: no hidepid)."""
-    out = host.run(f"ps -o args= -u {user}")
+    out = snap.run("ps-workload")  # `ps -o args= -u USER`, USER the helper's workload user
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -50,15 +65,11 @@ PACKAGES = ("docker.io", "rootlesskit", "slirp4netns", "uidmap", "dbus-user-sess
     remediation="Add the package to provision/image.py BASE_PACKAGES and rebuild the golden image.",
 )
 @pytest.mark.parametrize("package", PACKAGES)
-def test_rootless_package(host: Host, package: str) -> None:
-    out = host.run(f"dpkg-query -W -f='${{Status}} ${{Version}}' {package}")
-    status = out.stdout.strip()
-    assert out.rc == 0 and status.startswith("install ok installed"), (
-        f"{package} is not installed ({status or out.stderr.strip()})"
-    )
+def test_rootless_package(snap: Snapshot, package: str) -> None:
+    status, version = installed_packages(snap).get(package, ("", ""))
+    assert status == "install ok installed", f"{package} is not installed ({status or 'unknown'})"
     if package == "slirp4netns":
-        version = status.split()[-1]
-        newer = host.run(f"dpkg --compare-versions {version} ge 0.4").rc == 0
+        newer = compare_versions(version, "0.4") >= 0
         assert newer, f"slirp4netns {version} is older than 0.4"
 
 
@@ -80,14 +91,14 @@ DKRL_02 = check(
 
 @DKRL_02
 @pytest.mark.parametrize("script", ["dockerd-rootless.sh", "dockerd-rootless-setuptool.sh"])
-def test_debian_rootless_scripts(host: Host, script: str) -> None:
-    f = host.file(f"{CONTRIB}/{script}")
+def test_debian_rootless_scripts(snap: Snapshot, script: str) -> None:
+    f = snap.file(f"{CONTRIB}/{script}")
     assert f.exists and f.mode & 0o111, f"{CONTRIB}/{script} is missing or not executable"
 
 
 @DKRL_02
-def test_rootless_unit_execstart(host: Host) -> None:
-    f = host.file(ROOTLESS_UNIT)
+def test_rootless_unit_execstart(snap: Snapshot) -> None:
+    f = snap.file(ROOTLESS_UNIT)
     assert f.exists, f"{ROOTLESS_UNIT} is missing"
     text = f.content_string
     assert unit_values(text, "ExecStart") == [f"{CONTRIB}/dockerd-rootless.sh"], (
@@ -100,9 +111,9 @@ def test_rootless_unit_execstart(host: Host) -> None:
 
 
 @DKRL_02
-def test_rootless_daemon_process(host: Host, node: Profile) -> None:
+def test_rootless_daemon_process(snap: Snapshot, node: Profile) -> None:
     """The daemon that runs is the one the unit starts (not a hand-started or other one)."""
-    procs = user_processes(host, node.workload_user)
+    procs = user_processes(snap, node.workload_user)
     if not any("dockerd" in p for p in procs):
         # Whether it should run is HN-DKRL-03's verdict; here there is nothing to inspect.
         raise Inconclusive(f"no rootless daemon of {node.workload_user} is running")
@@ -137,12 +148,11 @@ def test_rootless_service(facts: Facts, key: str, want: str) -> None:
 
 
 @DKRL_03
-def test_linger(host: Host, node: Profile) -> None:
+def test_linger(snap: Snapshot, node: Profile) -> None:
     user = node.workload_user
-    out = host.run(f"loginctl show-user {user} -p Linger --value")
-    assert out.stdout.strip() == "yes", (
-        f"lingering for {user} is {out.stdout.strip() or out.stderr.strip()}, expected yes"
-    )
+    out = snap.run("linger")  # `loginctl show-user USER -p Linger`: "Linger=yes"
+    value = out.stdout.strip().removeprefix("Linger=")
+    assert value == "yes", f"lingering for {user} is {value or out.stderr.strip()}, expected yes"
 
 
 # --- HN-DKRL-04 docker info ------------------------------------------------------------------
@@ -178,14 +188,14 @@ def test_rootless_info_field(facts: Facts, field: str, want: str) -> None:
 
 
 @DKRL_04
-def test_rootless_data_root(host: Host, facts: Facts, node: Profile) -> None:
-    _, home = workload_ids(host, node.workload_user)
+def test_rootless_data_root(snap: Snapshot, facts: Facts, node: Profile) -> None:
+    _, home = workload_ids(snap, node.workload_user)
     root = str(rootless_info(facts).get("DockerRootDir", ""))
     want = f"{home}/.local/share/docker"
     assert root == want or root.startswith(want + "/"), (
         f"Docker Root Dir is {root}, expected {want}"
     )
-    fs = mount_of(root, mounts(host))
+    fs = mount_of(root, mounts(snap))
     assert not fs.fstype.startswith("nfs"), f"{root} is on {fs.fstype} ({fs.source})"
 
 
@@ -211,19 +221,19 @@ def _rootless_only(node: Profile) -> None:
 
 @DKRL_05
 @pytest.mark.parametrize("unit", ["docker.service", "docker.socket"])
-def test_system_docker_unit_off(host: Host, node: Profile, unit: str) -> None:
+def test_system_docker_unit_off(snap: Snapshot, node: Profile, unit: str) -> None:
     _rootless_only(node)
-    enabled = host.run(f"systemctl is-enabled {unit}").stdout.strip()
-    active = host.run(f"systemctl is-active {unit}").stdout.strip()
+    enabled = snap.run(f"is-enabled {unit}").stdout.strip()
+    active = snap.run(f"is-active {unit}").stdout.strip()
     assert enabled in ("disabled", "masked"), f"{unit} is {enabled}, expected disabled"
     assert active != "active", f"{unit} is active"
 
 
 @DKRL_05
-def test_no_root_dockerd(host: Host, node: Profile) -> None:
+def test_no_root_dockerd(snap: Snapshot, node: Profile) -> None:
     _rootless_only(node)
-    assert not host.file("/run/docker.sock").exists, "/run/docker.sock exists"
-    pids = host.run("pgrep -u 0 -x dockerd").stdout.split()
+    assert not snap.file("/run/docker.sock").exists, "/run/docker.sock exists"
+    pids = snap.run("pgrep-root-dockerd").stdout.split()
     assert not pids, f"dockerd runs as root (pid {', '.join(pids)})"
 
 
@@ -250,8 +260,8 @@ def test_rootless_no_userns_remap(facts: Facts) -> None:
 
 
 @DKRL_06
-def test_rootless_dockerd_flags(host: Host, node: Profile) -> None:
-    daemons = [p for p in user_processes(host, node.workload_user) if "dockerd" in p.split()[0]]
+def test_rootless_dockerd_flags(snap: Snapshot, node: Profile) -> None:
+    daemons = [p for p in user_processes(snap, node.workload_user) if "dockerd" in p.split()[0]]
     if not daemons:
         raise Inconclusive(f"no dockerd of {node.workload_user} runs: its flags cannot be read")
     bad = [
@@ -264,8 +274,8 @@ def test_rootless_dockerd_flags(host: Host, node: Profile) -> None:
 
 
 @DKRL_06
-def test_rootless_daemon_json(host: Host, facts: Facts, node: Profile) -> None:
-    _, home = workload_ids(host, node.workload_user)
+def test_rootless_daemon_json(snap: Snapshot, facts: Facts, node: Profile) -> None:
+    _, home = workload_ids(snap, node.workload_user)
     path = f"{home}/.config/docker/daemon.json"
     if path not in stat_paths(facts, path):
         return  # no file: nothing in it can set either key (the flags are checked above)
@@ -291,10 +301,10 @@ def test_rootless_daemon_json(host: Host, facts: Facts, node: Profile) -> None:
     ),
 )
 @pytest.mark.parametrize("controller", ["cpu", "cpuset", "io", "memory", "pids"])
-def test_delegated_controller(host: Host, node: Profile, controller: str) -> None:
-    uid, _ = workload_ids(host, node.workload_user)
+def test_delegated_controller(snap: Snapshot, node: Profile, controller: str) -> None:
+    uid, _ = workload_ids(snap, node.workload_user)
     path = f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
-    f = host.file(path)
+    f = snap.file(path)
     assert f.exists, f"{path} is missing: no user manager for {node.workload_user} (linger?)"
     have = f.content_string.split()
     assert controller in have, (
@@ -329,12 +339,11 @@ def test_userns_sysctls(facts: Facts) -> None:
 
 
 @DKRL_08
-def test_ip_tables_available(host: Host) -> None:
-    loaded = host.check_output("cut -d' ' -f1 /proc/modules").split()
+def test_ip_tables_available(snap: Snapshot) -> None:
+    loaded = loaded_modules(snap)
     if "ip_tables" in loaded:
         return
-    builtin = host.run("grep -q '/ip_tables.ko$' /lib/modules/$(uname -r)/modules.builtin").rc
-    assert builtin == 0, "ip_tables is neither loaded nor built in"
+    assert builtin_module(snap, "ip_tables"), "ip_tables is neither loaded nor built in"
 
 
 # --- HN-DKRL-09 id-mapping helpers -----------------------------------------------------------
@@ -349,12 +358,12 @@ def test_ip_tables_available(host: Host) -> None:
     remediation="`chmod 4755 /usr/bin/newuidmap /usr/bin/newgidmap` (package uidmap).",
 )
 @pytest.mark.parametrize("path", ["/usr/bin/newuidmap", "/usr/bin/newgidmap"])
-def test_id_map_helper(host: Host, path: str) -> None:
-    f = host.file(path)
+def test_id_map_helper(snap: Snapshot, path: str) -> None:
+    f = snap.file(path)
     assert f.exists, f"{path} is missing"
     if f.user == "root" and f.mode & 0o4000 and not f.mode & 0o022:
         return
-    caps = host.run(f"getfattr -n security.capability --only-values {path}")
+    caps = snap.run(f"getfattr {path}")  # `getfattr -n security.capability --only-values`
     assert caps.rc == 0 and caps.stdout, (
         f"{path} is {f.user} {f.mode:o} without file capabilities: expected root 4755"
     )

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import pytest
-from testinfra.host import Host
 
 from provision.verify.checks import case, check
+from provision.verify.nodefacts import loaded_modules
 from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import Snapshot
 
 SYSCTL_FIX = (
     "Set it in /etc/sysctl.d/60-provision-hardening.conf (rendered from "
@@ -24,12 +25,12 @@ SYSCTL_FIX = (
 )
 
 
-def _kernel(host: Host) -> str:
-    return str(host.check_output("uname -r"))
+def _kernel(snap: Snapshot) -> str:
+    return str(snap.output("uname-r"))
 
 
 def expect(
-    host: Host,
+    snap: Snapshot,
     facts: Facts,
     key: str,
     allowed: Collection[str],
@@ -39,7 +40,7 @@ def expect(
     """Runtime value in `allowed`; with `persisted`, the value the next boot applies too."""
     runtime = facts.sysctl()
     if key not in runtime:
-        pytest.skip(f"N/A: {key} does not exist on kernel {_kernel(host)}")
+        pytest.skip(f"N/A: {key} does not exist on kernel {_kernel(snap)}")
     want = " or ".join(sorted(allowed))
     assert runtime[key] in allowed, f"{key} is {runtime[key]} at runtime, expected {want}"
     if persisted:
@@ -55,8 +56,8 @@ def expect(
     severity="med",
     remediation=SYSCTL_FIX,
 )
-def test_kptr_restrict(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.kptr_restrict", {"2"})
+def test_kptr_restrict(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.kptr_restrict", {"2"})
 
 
 @check(
@@ -66,8 +67,8 @@ def test_kptr_restrict(host: Host, facts: Facts) -> None:
     severity="low",
     remediation=SYSCTL_FIX,
 )
-def test_dmesg_restrict(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.dmesg_restrict", {"1"})
+def test_dmesg_restrict(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.dmesg_restrict", {"1"})
 
 
 @check(
@@ -77,8 +78,8 @@ def test_dmesg_restrict(host: Host, facts: Facts) -> None:
     severity="med",
     remediation=SYSCTL_FIX,
 )
-def test_bpf_jit_harden(host: Host, facts: Facts) -> None:
-    expect(host, facts, "net.core.bpf_jit_harden", {"2"})
+def test_bpf_jit_harden(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "net.core.bpf_jit_harden", {"2"})
 
 
 @check(
@@ -88,8 +89,8 @@ def test_bpf_jit_harden(host: Host, facts: Facts) -> None:
     severity="med",
     remediation=SYSCTL_FIX,
 )
-def test_tcp_syncookies(host: Host, facts: Facts) -> None:
-    expect(host, facts, "net.ipv4.tcp_syncookies", {"1"})
+def test_tcp_syncookies(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "net.ipv4.tcp_syncookies", {"1"})
 
 
 @check(
@@ -99,8 +100,8 @@ def test_tcp_syncookies(host: Host, facts: Facts) -> None:
     severity="med",
     remediation=SYSCTL_FIX,
 )
-def test_unprivileged_bpf(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.unprivileged_bpf_disabled", {"1", "2"}, persisted=False)
+def test_unprivileged_bpf(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.unprivileged_bpf_disabled", {"1", "2"}, persisted=False)
 
 
 @check(
@@ -110,8 +111,8 @@ def test_unprivileged_bpf(host: Host, facts: Facts) -> None:
     severity="med",
     remediation=SYSCTL_FIX,
 )
-def test_ptrace_scope(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.yama.ptrace_scope", {"2", "3"})
+def test_ptrace_scope(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.yama.ptrace_scope", {"2", "3"})
 
 
 @check(
@@ -122,7 +123,7 @@ def test_ptrace_scope(host: Host, facts: Facts) -> None:
     roles="rootless rootful",
     remediation=SYSCTL_FIX + " KSPP's 0 breaks rootless Docker and userns-remap.",
 )
-def test_max_user_namespaces(host: Host, facts: Facts) -> None:
+def test_max_user_namespaces(snap: Snapshot, facts: Facts) -> None:
     runtime = facts.sysctl().get("user.max_user_namespaces", "0")
     assert int(runtime) > 0, f"user.max_user_namespaces is {runtime}: Docker cannot create userns"
 
@@ -135,8 +136,8 @@ def test_max_user_namespaces(host: Host, facts: Facts) -> None:
     roles="rootless",
     remediation=SYSCTL_FIX + " 0 makes rootlesskit fail with 'operation not permitted'.",
 )
-def test_unprivileged_userns_clone(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.unprivileged_userns_clone", {"1"})
+def test_unprivileged_userns_clone(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.unprivileged_userns_clone", {"1"})
 
 
 @check(
@@ -146,9 +147,9 @@ def test_unprivileged_userns_clone(host: Host, facts: Facts) -> None:
     severity="high",
     remediation=SYSCTL_FIX,
 )
-def test_ip_forward(host: Host, facts: Facts, node: Profile) -> None:
+def test_ip_forward(snap: Snapshot, facts: Facts, node: Profile) -> None:
     want = "1" if node.roles & {"k8s", "rootful"} else "0"
-    expect(host, facts, "net.ipv4.ip_forward", {want})
+    expect(snap, facts, "net.ipv4.ip_forward", {want})
 
 
 @check(
@@ -162,9 +163,9 @@ def test_ip_forward(host: Host, facts: Facts, node: Profile) -> None:
 @pytest.mark.parametrize(
     "key", ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]
 )
-def test_bridge_netfilter(host: Host, facts: Facts, key: str) -> None:
-    assert host.run("grep -qw '^br_netfilter' /proc/modules").rc == 0, "br_netfilter not loaded"
-    expect(host, facts, key, {"1"})
+def test_bridge_netfilter(snap: Snapshot, facts: Facts, key: str) -> None:
+    assert "br_netfilter" in loaded_modules(snap), "br_netfilter not loaded"
+    expect(snap, facts, key, {"1"})
 
 
 REQUIRED_MODULES = ("overlay", "br_netfilter", "nf_conntrack", "ip_tables")
@@ -177,11 +178,11 @@ REQUIRED_MODULES = ("overlay", "br_netfilter", "nf_conntrack", "ip_tables")
     severity="med",
     remediation="Preload the container networking modules before setting modules_disabled=1.",
 )
-def test_modules_disabled(host: Host, facts: Facts) -> None:
+def test_modules_disabled(snap: Snapshot, facts: Facts) -> None:
     value = facts.sysctl().get("kernel.modules_disabled", "0")
     if value == "0":
         return
-    loaded = host.check_output("cut -d' ' -f1 /proc/modules").split()
+    loaded = loaded_modules(snap)
     missing = [m for m in REQUIRED_MODULES if m not in loaded]
     assert not missing, f"modules_disabled=1 but {', '.join(missing)} never loaded"
 
@@ -254,8 +255,8 @@ def test_modules_disabled(host: Host, facts: Facts) -> None:
         ),
     ],
 )
-def test_single_sysctl(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_single_sysctl(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})
 
 
 @check(
@@ -265,8 +266,8 @@ def test_single_sysctl(host: Host, facts: Facts, key: str, value: str) -> None:
     severity="low",
     remediation=SYSCTL_FIX,
 )
-def test_perf_event_paranoid(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.perf_event_paranoid", {"2", "3", "4"}, persisted=False)
+def test_perf_event_paranoid(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.perf_event_paranoid", {"2", "3", "4"}, persisted=False)
 
 
 @check(
@@ -276,8 +277,8 @@ def test_perf_event_paranoid(host: Host, facts: Facts) -> None:
     severity="low",
     remediation=SYSCTL_FIX + " Write it with systemd-sysctl's '-' prefix (absent on 6.1).",
 )
-def test_legacy_tiocsti(host: Host, facts: Facts) -> None:
-    expect(host, facts, "dev.tty.legacy_tiocsti", {"0"})
+def test_legacy_tiocsti(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "dev.tty.legacy_tiocsti", {"0"})
 
 
 @check(
@@ -287,8 +288,8 @@ def test_legacy_tiocsti(host: Host, facts: Facts) -> None:
     severity="low",
     remediation=SYSCTL_FIX + " Write it with systemd-sysctl's '-' prefix (absent on 6.1).",
 )
-def test_io_uring_disabled(host: Host, facts: Facts) -> None:
-    expect(host, facts, "kernel.io_uring_disabled", {"2"})
+def test_io_uring_disabled(snap: Snapshot, facts: Facts) -> None:
+    expect(snap, facts, "kernel.io_uring_disabled", {"2"})
 
 
 @check(
@@ -299,8 +300,8 @@ def test_io_uring_disabled(host: Host, facts: Facts) -> None:
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("key", ["fs.protected_symlinks", "fs.protected_hardlinks"])
-def test_protected_links(host: Host, facts: Facts, key: str) -> None:
-    expect(host, facts, key, {"1"})
+def test_protected_links(snap: Snapshot, facts: Facts, key: str) -> None:
+    expect(snap, facts, key, {"1"})
 
 
 @check(
@@ -311,8 +312,8 @@ def test_protected_links(host: Host, facts: Facts, key: str) -> None:
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("key", ["fs.protected_fifos", "fs.protected_regular"])
-def test_protected_fifos_regular(host: Host, facts: Facts, key: str) -> None:
-    expect(host, facts, key, {"2"})
+def test_protected_fifos_regular(snap: Snapshot, facts: Facts, key: str) -> None:
+    expect(snap, facts, key, {"2"})
 
 
 @check(
@@ -324,8 +325,8 @@ def test_protected_fifos_regular(host: Host, facts: Facts, key: str) -> None:
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("key,value", [("kernel.panic_on_oops", "1"), ("kernel.panic", "10")])
-def test_panic_on_oops(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_panic_on_oops(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})
 
 
 ICMP_ROUTE = (
@@ -359,8 +360,8 @@ ICMP_ROUTE = (
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("key,value", ICMP_ROUTE)
-def test_icmp_route_hygiene(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_icmp_route_hygiene(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})
 
 
 @check(
@@ -382,8 +383,8 @@ def test_icmp_route_hygiene(host: Host, facts: Facts, key: str, value: str) -> N
         ("kernel.keys.root_maxbytes", "25000000"),
     ],
 )
-def test_kubelet_kernel_defaults(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_kubelet_kernel_defaults(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})
 
 
 @check(
@@ -394,8 +395,8 @@ def test_kubelet_kernel_defaults(host: Host, facts: Facts, key: str, value: str)
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("scope", ["all", "default"])
-def test_rp_filter(host: Host, facts: Facts, scope: str) -> None:
-    expect(host, facts, f"net.ipv4.conf.{scope}.rp_filter", {"1"})
+def test_rp_filter(snap: Snapshot, facts: Facts, scope: str) -> None:
+    expect(snap, facts, f"net.ipv4.conf.{scope}.rp_filter", {"1"})
 
 
 @check(
@@ -406,8 +407,8 @@ def test_rp_filter(host: Host, facts: Facts, scope: str) -> None:
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("scope", ["all", "default"])
-def test_log_martians(host: Host, facts: Facts, scope: str) -> None:
-    expect(host, facts, f"net.ipv4.conf.{scope}.log_martians", {"1"})
+def test_log_martians(snap: Snapshot, facts: Facts, scope: str) -> None:
+    expect(snap, facts, f"net.ipv4.conf.{scope}.log_martians", {"1"})
 
 
 IPV6_RA = [
@@ -431,8 +432,8 @@ IPV6_RA = [
     remediation=SYSCTL_FIX,
 )
 @pytest.mark.parametrize("key,value", IPV6_RA)
-def test_ipv6_ra(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_ipv6_ra(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})
 
 
 @check(
@@ -453,8 +454,8 @@ def test_ipv6_ra(host: Host, facts: Facts, key: str, value: str) -> None:
         ("net.ipv4.icmp_ratemask", "88089"),
     ],
 )
-def test_network_tuning(host: Host, facts: Facts, key: str, allowed: str) -> None:
-    expect(host, facts, key, set(allowed.split()))
+def test_network_tuning(snap: Snapshot, facts: Facts, key: str, allowed: str) -> None:
+    expect(snap, facts, key, set(allowed.split()))
 
 
 @check(
@@ -469,8 +470,8 @@ def test_network_tuning(host: Host, facts: Facts, key: str, allowed: str) -> Non
     "key,value",
     [("net.ipv4.ip_unprivileged_port_start", "1024"), ("net.ipv4.ping_group_range", "1 0")],
 )
-def test_rootless_defaults(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value}, persisted=False)
+def test_rootless_defaults(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value}, persisted=False)
 
 
 @check(
@@ -488,5 +489,5 @@ def test_rootless_defaults(host: Host, facts: Facts, key: str, value: str) -> No
         ("vm.mmap_rnd_compat_bits", "16"),
     ],
 )
-def test_mmap_randomisation(host: Host, facts: Facts, key: str, value: str) -> None:
-    expect(host, facts, key, {value})
+def test_mmap_randomisation(snap: Snapshot, facts: Facts, key: str, value: str) -> None:
+    expect(snap, facts, key, {value})

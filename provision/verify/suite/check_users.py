@@ -9,12 +9,13 @@ from provision.baseline import hardening
 from provision.verify.checks import check
 from provision.verify.parse import sudo_defaults
 from provision.verify.plugin import Facts, FactsError, Profile
+from provision.verify.snapshot import Snapshot
 
 ACCOUNTS_FIX = "Accounts come from the seed's users: section; re-provision rather than edit."
 
 
-def _passwd(host: Host) -> list[list[str]]:
-    return [line.split(":") for line in str(host.check_output("getent passwd")).splitlines()]
+def _passwd(snap: Snapshot) -> list[list[str]]:
+    return [line.split(":") for line in str(snap.output("getent-passwd")).splitlines()]
 
 
 @check(
@@ -24,13 +25,13 @@ def _passwd(host: Host) -> list[list[str]]:
     severity="crit",
     remediation=ACCOUNTS_FIX,
 )
-def test_unique_ids(host: Host) -> None:
-    rows = _passwd(host)
+def test_unique_ids(snap: Snapshot) -> None:
+    rows = _passwd(snap)
     root_ids = [r[0] for r in rows if r[2] == "0"]
     assert root_ids == ["root"], f"UID 0 accounts: {root_ids}"
     uids = [r[2] for r in rows]
     assert len(uids) == len(set(uids)), "duplicate UIDs in /etc/passwd"
-    gids = [line.split(":")[2] for line in str(host.check_output("getent group")).splitlines()]
+    gids = [line.split(":")[2] for line in str(snap.output("getent-group")).splitlines()]
     assert len(gids) == len(set(gids)), "duplicate GIDs in /etc/group"
 
 
@@ -58,10 +59,10 @@ def test_root_locked(facts: Facts) -> None:
     severity="crit",
     remediation="Lock the accounts listed (passwd -l).",
 )
-def test_no_empty_passwords(host: Host, facts: Facts) -> None:
+def test_no_empty_passwords(snap: Snapshot, facts: Facts) -> None:
     empty = facts("empty-passwords").split()
     assert not empty, f"empty passwords: {empty}"
-    unshadowed = [r[0] for r in _passwd(host) if r[1] != "x"]
+    unshadowed = [r[0] for r in _passwd(snap) if r[1] != "x"]
     assert not unshadowed, f"passwords in /etc/passwd: {unshadowed}"
 
 
@@ -81,8 +82,8 @@ def test_no_empty_passwords(host: Host, facts: Facts) -> None:
         ("/etc/gshadow", "root:shadow", 0o640),
     ],
 )
-def test_account_file_modes(host: Host, path: str, owner: str, mode: int) -> None:
-    f = host.file(path)
+def test_account_file_modes(snap: Snapshot, path: str, owner: str, mode: int) -> None:
+    f = snap.file(path)
     assert f"{f.user}:{f.group}" == owner, f"{path} is {f.user}:{f.group}, expected {owner}"
     assert f.mode == mode, f"{path} is {f.mode:o}, expected {mode:o}"
 
@@ -107,8 +108,8 @@ USR_05 = check(
 
 @USR_05
 @pytest.mark.parametrize("key,value", sorted(LOGIN_DEFS.items()))
-def test_login_defs(host: Host, key: str, value: str) -> None:
-    lines = str(host.file("/etc/login.defs").content_string).splitlines()
+def test_login_defs(snap: Snapshot, key: str, value: str) -> None:
+    lines = str(snap.file("/etc/login.defs").content_string).splitlines()
     found = [
         line.split()[1] for line in lines if line.split()[:1] == [key] and len(line.split()) > 1
     ]
@@ -136,8 +137,10 @@ USR_06 = check(
 
 
 @USR_06
-def test_sudoers_parse(host: Host) -> None:
-    r = host.run(f"sudo -n {hardening.FACTS_HELPER} sudoers-check")
+def test_sudoers_parse(snap: Snapshot) -> None:
+    r = snap.verb("sudoers-check")  # `visudo -c -q` as root, in the snapshot
+    if r is None:
+        raise FactsError("the snapshot has no sudoers-check")
     assert r.rc == 0, f"visudo -c fails: {r.stderr.strip()}"
 
 
@@ -146,6 +149,7 @@ def test_sudo_defaults(host: Host) -> None:
     # `sudo -l` lists the Defaults that apply to the caller without needing any other right.
     # Judged entry by entry, last one winning: `Defaults !use_pty` after `use_pty` is off, and
     # a substring match would have passed it (issue #13).
+    # Live, as the verifier itself: the one non-container command outside the snapshot.
     r = host.run("sudo -n -l")
     if r.rc != 0:
         raise FactsError(f"sudo -n -l exited {r.rc}: {r.stderr.strip()[-300:]}")
@@ -179,13 +183,14 @@ def test_nopasswd_only_for_named_accounts(facts: Facts, node: Profile) -> None:
     remediation="Create the workload user as a normal account (not system: true); useradd gives "
     "it a subuid/subgid range; loginctl enable-linger.",
 )
-def test_rootless_user(host: Host, node: Profile) -> None:
-    user = host.user(node.workload_user)
-    assert user.exists, f"{node.workload_user} does not exist"
-    assert int(user.uid) >= 1000, f"{node.workload_user} is a system account (uid {user.uid})"
+def test_rootless_user(snap: Snapshot, node: Profile) -> None:
+    entry = [r for r in _passwd(snap) if r[0] == node.workload_user]
+    assert entry, f"{node.workload_user} does not exist"
+    uid = int(entry[0][2])
+    assert uid >= 1000, f"{node.workload_user} is a system account (uid {uid})"
     for path in ("/etc/subuid", "/etc/subgid"):
         ranges = [
-            line.split(":") for line in str(host.file(path).content_string).splitlines() if line
+            line.split(":") for line in str(snap.file(path).content_string).splitlines() if line
         ]
         mine = [(int(r[1]), int(r[2])) for r in ranges if r[0] == node.workload_user]
         assert mine, f"{node.workload_user} has no range in {path}"
@@ -198,7 +203,7 @@ def test_rootless_user(host: Host, node: Profile) -> None:
             o_start, o_count = int(other[1]), int(other[2])
             overlap = start < o_start + o_count and o_start < start + count
             assert not overlap, f"{path}: {node.workload_user}'s range overlaps {other[0]}'s"
-    linger = str(host.check_output(f"loginctl show-user {node.workload_user} -p Linger"))
+    linger = snap.output("linger")  # `loginctl show-user USER -p Linger`
     assert linger == "Linger=yes", f"{node.workload_user}: {linger}"
 
 
@@ -209,9 +214,9 @@ def test_rootless_user(host: Host, node: Profile) -> None:
     severity="med",
     remediation="Delete the files listed.",
 )
-def test_no_trust_files(host: Host, facts: Facts, node: Profile) -> None:
-    assert not host.file("/etc/hosts.equiv").exists, "/etc/hosts.equiv exists"
-    homes = ["/root"] + [r[5] for r in _passwd(host) if r[5].startswith("/home/")]
+def test_no_trust_files(snap: Snapshot, node: Profile) -> None:
+    assert not snap.file("/etc/hosts.equiv").exists, "/etc/hosts.equiv exists"
+    homes = ["/root"] + [r[5] for r in _passwd(snap) if r[5].startswith("/home/")]
     candidates = [f"{h}/{name}" for h in homes for name in (".rhosts", ".netrc", ".shosts")]
-    present = facts("exists", *candidates).split()
+    present = [c for c in candidates if snap.file(c).present]  # root's lstat, as `exists`
     assert not present, f"trust files present: {present}"

@@ -1,0 +1,246 @@
+"""The fact snapshot: its parser, Facts served from it, the helper's refusal of arguments, and
+the suite's round trips, on a snapshot recorded from a clean local node (tests/data/snapshot/).
+
+The recorded node: Debian 12, docker: rootful with the workload user `app` rootless, under TCG.
+Taken with `bench/bench_verify.py --record`; it holds no private key material (checked below).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provision.baseline import hardening
+from provision.boundary.process import Result, run
+from provision.config import inventory
+from provision.core.model import DockerMode
+from provision.verify import runner
+from provision.verify.backend import host as pinned_host
+from provision.verify.checks import Inconclusive, Status
+from provision.verify.plugin import Facts, Profile
+from provision.verify.snapshot import FactsError, parse_listening, parse_snapshot
+from tests.helpers import LOCAL, render_inv
+
+DATA = Path(__file__).parent / "data" / "snapshot"
+SNAPSHOT = (DATA / "snapshot.json").read_text()
+SUDO_L = (DATA / "sudo-l.txt").read_text()
+HELPER = shlex.join(["sudo", "-n", hardening.FACTS_HELPER, "snapshot"])
+# The modules whose checks need the container probes: everything else is "non-container".
+CONTAINER_MODULES = ("check_containers", "check_docker", "check_docker_access", "check_rootless")
+
+
+class RecordedNode:
+    """An ssh.Session stand-in answering from the recording, counting what it is asked."""
+
+    server_version = "SSH-2.0-OpenSSH_9.2p1"
+
+    def __init__(self, snapshot: str = SNAPSHOT) -> None:
+        self.snapshot = snapshot
+        self.commands: list[str] = []
+
+    def run(self, argv: list[str], **_: Any) -> Result:
+        cmd = argv[-1]
+        self.commands.append(cmd)
+        if cmd == HELPER:
+            return Result(tuple(argv), 0, self.snapshot, "")
+        if cmd == "sudo -n -l":
+            return Result(tuple(argv), 0, SUDO_L, "")
+        return Result(tuple(argv), 127, "", f"not recorded: {cmd}")
+
+
+def recorded_profile() -> Profile:
+    snap = parse_snapshot(SNAPSHOT)
+    key = snap.verbs["host-keys"].stdout.split(" ", 1)[1].strip()
+    return Profile(
+        name="pv-snap-node1",
+        roles=frozenset({"all", "rootful", "rootless"}),
+        admin="ops",
+        workload_user="app",
+        docker=DockerMode.ROOTFUL,
+        cmdline=tuple(snap.file("/proc/cmdline").content_string.split()),
+        accel="qemu",
+        host_key=key,
+    )
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def test_recorded_snapshot_holds_no_private_key_material() -> None:
+    assert "PRIVATE KEY" not in SNAPSHOT
+    doc = json.loads(SNAPSHOT)
+    for path, fact in doc["files"].items():
+        if "ssh_host_" in path or path in ("/etc/shadow", "/etc/gshadow"):
+            assert "content" not in fact, f"{path}: the snapshot must only stat it"
+
+
+def test_snapshot_parses_verbs_commands_and_files() -> None:
+    snap = parse_snapshot(SNAPSHOT)
+    assert "kernel.ostype = Linux" in snap.verbs["sysctl"].stdout
+    assert snap.verb("sshd", hardening.VERIFIER_USER) is not None
+    assert snap.verb("stat", "/etc") is None  # not in the snapshot: Facts asks the helper
+    shadow = snap.file("/etc/shadow")
+    assert (shadow.user, shadow.group, shadow.mode) == ("root", "shadow", 0o640)
+    assert snap.file("/etc/ssh").is_directory
+    assert snap.output("uname-r") == snap.output("newest-kernel")
+    assert snap.service("auditd").is_running
+    assert snap.service("provision-firewall").is_enabled
+
+
+def test_absent_unread_and_unknown_facts_are_errors_not_guesses() -> None:
+    snap = parse_snapshot(SNAPSHOT)
+    assert not snap.file("/etc/hosts.equiv").exists
+    assert not snap.file("/etc/hosts.equiv").present
+    with pytest.raises(FactsError, match="were not read"):
+        _ = snap.file("/etc/shadow").content_string
+    with pytest.raises(FactsError, match="no stat of /nowhere"):
+        snap.file("/nowhere")
+    with pytest.raises(FactsError, match="no command"):
+        snap.run("rm -rf /")
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [("", "not JSON"), ("[]", "not format"), ('{"format": 1}', "no verbs section")],
+)
+def test_a_bad_document_is_a_facts_error(text: str, match: str) -> None:
+    with pytest.raises(FactsError, match=match):
+        parse_snapshot(text)
+
+
+def test_a_failed_part_is_recorded_and_does_not_lose_the_rest() -> None:
+    doc = json.loads(SNAPSHOT)
+    doc["commands"]["hostname"] = {"rc": 127, "stdout": "", "stderr": "gone", "seconds": 0}
+    snap = parse_snapshot(json.dumps(doc))
+    with pytest.raises(FactsError, match="hostname exited 127"):
+        snap.output("hostname")
+    assert snap.output("uname-r")
+
+
+def test_listening_sockets_as_testinfra_reads_ss() -> None:
+    text = (
+        "Netid State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process\n"
+        "tcp   LISTEN 0      128    0.0.0.0:22         0.0.0.0:*\n"
+        "tcp   LISTEN 0      128    [::]:22            [::]:*\n"
+        "tcp   LISTEN 0      4096   *:2375             *:*\n"
+        "u_str LISTEN 0      4096   /run/docker.sock 1234 * 0\n"
+        "u_dgr UNCONN 0      0      /run/systemd/notify 1 * 0\n"
+    )
+    assert parse_listening(text) == [
+        "tcp://0.0.0.0:22",
+        "tcp://:::22",
+        "tcp://:::2375",
+        "tcp://0.0.0.0:2375",
+        "unix:///run/docker.sock",
+    ]
+
+
+# --- Facts from the snapshot -----------------------------------------------------------------
+
+
+def test_facts_are_served_from_one_snapshot() -> None:
+    node = RecordedNode()
+    facts = Facts(pinned_host(node, "n1"))  # type: ignore[arg-type]
+    try:
+        assert facts.sysctl()["kernel.ostype"] == "Linux"
+        assert facts("nft").startswith("table")
+        assert facts.host_keys()
+        assert node.commands == [HELPER]
+    finally:
+        facts.close()
+
+
+def test_a_daemon_down_in_the_snapshot_keeps_its_no_evidence_meaning() -> None:
+    doc = json.loads(SNAPSHOT)
+    doc["verbs"]["docker-info"] = {"rc": 3, "stdout": "", "stderr": "docker.service is not active"}
+    facts = Facts(pinned_host(RecordedNode(json.dumps(doc)), "n1"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(Inconclusive, match="not active"):
+            facts("docker-info")
+    finally:
+        facts.close()
+
+
+def test_a_node_without_the_snapshot_verb_is_an_error_naming_the_fix() -> None:
+    class OldNode(RecordedNode):
+        def run(self, argv: list[str], **_: Any) -> Result:
+            return Result(tuple(argv), 64, "", "verify-facts: unknown verb")
+
+    facts = Facts(pinned_host(OldNode(), "n1"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(FactsError, match="re-provision"):
+            facts("sysctl")
+    finally:
+        facts.close()
+
+
+# --- the helper ------------------------------------------------------------------------------
+
+
+def _helper(tmp_path: Path) -> Path:
+    r = render_inv(inventory.load(LOCAL)).nodes[0]
+    files = {
+        f["path"]: f["content"] for f in yaml.safe_load(r.seed.user_data.reveal())["write_files"]
+    }
+    path = tmp_path / "verify-facts"
+    path.write_text(files[hardening.FACTS_HELPER])
+    return path
+
+
+@pytest.mark.parametrize("args", [["x"], ["--all"], ["/etc/shadow"], ["a", "b"]])
+def test_the_helper_refuses_any_snapshot_argument(tmp_path: Path, args: list[str]) -> None:
+    r = run(["sh", str(_helper(tmp_path)), "snapshot", *args], check=False)
+    assert r.returncode == 64
+    assert "snapshot takes no arguments" in r.stderr
+
+
+# --- the suite's round trips -----------------------------------------------------------------
+
+
+def test_non_container_checks_cost_at_most_two_round_trips() -> None:
+    node = RecordedNode()
+    select = " and ".join(f"not {m}" for m in CONTAINER_MODULES)
+    run_ = runner.run_suite(node, recorded_profile(), (), date(2026, 12, 1), select)  # type: ignore[arg-type]
+    assert run_.round_trips <= 2, node.commands
+    assert node.commands == [HELPER, "sudo -n -l"]
+    bad = [o for o in run_.outcomes if o.status in (Status.FAIL, Status.ERROR, Status.WARN)]
+    assert not bad, bad
+    assert len(run_.outcomes) > 80
+
+
+@pytest.mark.parametrize(
+    "section,key,old,new,select,check_id",
+    [
+        (
+            "verbs",
+            "sysctl",
+            "kernel.kptr_restrict = 2",
+            "kernel.kptr_restrict = 1",
+            "kptr",
+            "HN-SYS-01",
+        ),
+        (
+            "commands",
+            "ss-listening",
+            "0.0.0.0:22 ",
+            "0.0.0.0:2375 ",
+            "listening_sockets",
+            "HN-FW-05",
+        ),
+    ],
+)
+def test_a_broken_fact_in_the_snapshot_fails_its_check(
+    section: str, key: str, old: str, new: str, select: str, check_id: str
+) -> None:
+    doc = json.loads(SNAPSHOT)
+    assert old in doc[section][key]["stdout"]
+    doc[section][key]["stdout"] = doc[section][key]["stdout"].replace(old, new)
+    node = RecordedNode(json.dumps(doc))
+    run_ = runner.run_suite(node, recorded_profile(), (), date(2026, 12, 1), select)  # type: ignore[arg-type]
+    assert {o.check_id for o in run_.outcomes if o.status is Status.FAIL} == {check_id}
