@@ -7,6 +7,7 @@ Taken with `bench/bench_verify.py --record`; it holds no private key material (c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from datetime import date
@@ -244,3 +245,13 @@ def test_a_broken_fact_in_the_snapshot_fails_its_check(
     node = RecordedNode(json.dumps(doc))
     run_ = runner.run_suite(node, recorded_profile(), (), date(2026, 12, 1), select)  # type: ignore[arg-type]
     assert {o.check_id for o in run_.outcomes if o.status is Status.FAIL} == {check_id}
+
+
+def test_kubernetes_prerequisites_are_judged_from_the_snapshot() -> None:
+    """HN-K8S-14 on a k8s profile reads only what the snapshot holds (it once asked the snapshot
+    for a shell command it never ran, an ERROR on every Kubernetes node): the recorded node has
+    swap off, a DNS hostname, kubeadm's tools and its ports free, so it passes."""
+    profile = dataclasses.replace(recorded_profile(), roles=frozenset({"all", "k8s", "rootful"}))
+    node = RecordedNode()
+    run_ = runner.run_suite(node, profile, (), date(2026, 12, 1), "kubeadm_preflight")  # type: ignore[arg-type]
+    assert [(o.check_id, o.status) for o in run_.outcomes] == [("HN-K8S-14", Status.PASS)]

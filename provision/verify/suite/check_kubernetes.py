@@ -59,11 +59,9 @@ def test_kubeadm_preflight(snap: Snapshot) -> None:
     assert not swaps, f"swap is on: {swaps}"
     hostname = snap.output("hostname")
     assert DNS_LABEL.match(hostname), f"hostname {hostname!r} is not a DNS label"
-    # kubeadm runs as root, whose PATH has the sbin directories a login's lacks.
-    found = snap.run(
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; "
-        "for t in " + " ".join(KUBEADM_TOOLS) + '; do command -v "$t" || :; done'
-    ).stdout.split()
+    # Looked up on root's PATH (kubeadm runs as root, whose PATH has the sbin directories a
+    # login's lacks) by the snapshot's `kubeadm-tools` part.
+    found = snap.output("kubeadm-tools").split()
     missing = [t for t in KUBEADM_TOOLS if not any(f.endswith(f"/{t}") for f in found)]
     assert not missing, f"kubeadm needs {', '.join(missing)}"
     taken = []
