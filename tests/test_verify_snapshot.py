@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,54 +19,16 @@ import yaml
 from provision.baseline import hardening
 from provision.boundary.process import Result, run
 from provision.config import inventory
-from provision.core.model import DockerMode
 from provision.verify import runner
 from provision.verify.backend import host as pinned_host
 from provision.verify.checks import Inconclusive, Status
-from provision.verify.plugin import Facts, Profile
+from provision.verify.plugin import Facts
 from provision.verify.snapshot import FactsError, parse_listening, parse_snapshot
 from tests.helpers import LOCAL, render_inv
+from tests.recording import HELPER, SNAPSHOT, RecordedNode, recorded_profile
 
-DATA = Path(__file__).parent / "data" / "snapshot"
-SNAPSHOT = (DATA / "snapshot.json").read_text()
-SUDO_L = (DATA / "sudo-l.txt").read_text()
-HELPER = shlex.join(["sudo", "-n", hardening.FACTS_HELPER, "snapshot"])
 # The modules whose checks need the container probes: everything else is "non-container".
 CONTAINER_MODULES = ("check_containers", "check_docker", "check_docker_access", "check_rootless")
-
-
-class RecordedNode:
-    """An ssh.Session stand-in answering from the recording, counting what it is asked."""
-
-    server_version = "SSH-2.0-OpenSSH_9.2p1"
-
-    def __init__(self, snapshot: str = SNAPSHOT) -> None:
-        self.snapshot = snapshot
-        self.commands: list[str] = []
-
-    def run(self, argv: list[str], **_: Any) -> Result:
-        cmd = argv[-1]
-        self.commands.append(cmd)
-        if cmd == HELPER:
-            return Result(tuple(argv), 0, self.snapshot, "")
-        if cmd == "sudo -n -l":
-            return Result(tuple(argv), 0, SUDO_L, "")
-        return Result(tuple(argv), 127, "", f"not recorded: {cmd}")
-
-
-def recorded_profile() -> Profile:
-    snap = parse_snapshot(SNAPSHOT)
-    key = snap.verbs["host-keys"].stdout.split(" ", 1)[1].strip()
-    return Profile(
-        name="pv-snap-node1",
-        roles=frozenset({"all", "rootful", "rootless"}),
-        admin="ops",
-        workload_user="app",
-        docker=DockerMode.ROOTFUL,
-        cmdline=tuple(snap.file("/proc/cmdline").content_string.split()),
-        accel="qemu",
-        host_key=key,
-    )
 
 
 # --- the document ----------------------------------------------------------------------------
@@ -213,38 +174,6 @@ def test_non_container_checks_cost_at_most_two_round_trips() -> None:
     bad = [o for o in run_.outcomes if o.status in (Status.FAIL, Status.ERROR, Status.WARN)]
     assert not bad, bad
     assert len(run_.outcomes) > 80
-
-
-@pytest.mark.parametrize(
-    "section,key,old,new,select,check_id",
-    [
-        (
-            "verbs",
-            "sysctl",
-            "kernel.kptr_restrict = 2",
-            "kernel.kptr_restrict = 1",
-            "kptr",
-            "HN-SYS-01",
-        ),
-        (
-            "commands",
-            "ss-listening",
-            "0.0.0.0:22 ",
-            "0.0.0.0:2375 ",
-            "listening_sockets",
-            "HN-FW-05",
-        ),
-    ],
-)
-def test_a_broken_fact_in_the_snapshot_fails_its_check(
-    section: str, key: str, old: str, new: str, select: str, check_id: str
-) -> None:
-    doc = json.loads(SNAPSHOT)
-    assert old in doc[section][key]["stdout"]
-    doc[section][key]["stdout"] = doc[section][key]["stdout"].replace(old, new)
-    node = RecordedNode(json.dumps(doc))
-    run_ = runner.run_suite(node, recorded_profile(), (), date(2026, 12, 1), select)  # type: ignore[arg-type]
-    assert {o.check_id for o in run_.outcomes if o.status is Status.FAIL} == {check_id}
 
 
 def test_kubernetes_prerequisites_are_judged_from_the_snapshot() -> None:

@@ -1,0 +1,143 @@
+"""A node recorded once (tests/data/snapshot/), replayed to the verification suite offline.
+
+`RecordedNode` stands in for an ssh.Session and answers the suite's few commands (the helper's
+`snapshot`, both `docker-probe`s, `sudo -n -l`) from the recording, counting what it is asked;
+anything else exits 127, which the suite reports as ERROR. `Recording` is an editable copy of
+the recording: the mutation tests break one fact in it and replay. `verdicts` runs the whole
+suite and folds the outcomes per catalogue id, as `provision verify` reports them.
+
+The recorded node: Debian 12, docker: rootful with the workload user `app` rootless, under TCG.
+Taken with `bench/bench_verify.py --record`; it holds no private key material.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from provision.baseline import hardening
+from provision.boundary.process import Result
+from provision.core.model import DockerMode
+from provision.verify import runner
+from provision.verify.checks import Status
+from provision.verify.plugin import Profile
+from provision.verify.snapshot import parse_snapshot
+
+DATA = Path(__file__).parent / "data" / "snapshot"
+SNAPSHOT = (DATA / "snapshot.json").read_text()
+SUDO_L = (DATA / "sudo-l.txt").read_text()
+PROBES = {d: (DATA / f"probe-{d}.txt").read_text() for d in ("rootful", "rootless")}
+TODAY = date(2026, 12, 1)
+
+
+def helper(verb: str, *args: str) -> str:
+    return shlex.join(["sudo", "-n", hardening.FACTS_HELPER, verb, *args])
+
+
+HELPER = helper("snapshot")
+
+
+@dataclass
+class Recording:
+    """The recorded answers, as plain data to edit: each edit asserts what it replaces is there,
+    so a mutation that no longer matches the recording fails loudly instead of changing nothing."""
+
+    doc: dict[str, Any] = field(default_factory=lambda: json.loads(SNAPSHOT))
+    probes: dict[str, str] = field(default_factory=lambda: dict(PROBES))
+    sudo_l: str = SUDO_L
+
+    def copy(self) -> Recording:
+        return copy.deepcopy(self)
+
+    def part(self, section: str, key: str) -> dict[str, Any]:
+        """A verb's or command's answer ({rc, stdout, stderr}), to edit in place."""
+        found: dict[str, Any] = self.doc[section][key]
+        return found
+
+    def replace(self, section: str, key: str, old: str, new: str) -> None:
+        """Replace text in a verb's or command's stdout."""
+        part = self.part(section, key)
+        assert old in part["stdout"], f"{section}/{key} has no {old!r}"
+        part["stdout"] = part["stdout"].replace(old, new)
+
+    def sysctl(self, key: str, value: str) -> None:
+        """Set a runtime sysctl value (`sysctl -a`), adding the key when the kernel lacks it."""
+        part = self.part("verbs", "sysctl")
+        lines = part["stdout"].splitlines()
+        kept = [line for line in lines if line.split(" = ", 1)[0] != key]
+        part["stdout"] = "\n".join([*kept, f"{key} = {value}"]) + "\n"
+
+    def file(self, path: str) -> dict[str, Any]:
+        """A file's stat (and contents) as the snapshot holds it, to edit in place."""
+        found: dict[str, Any] = self.doc["files"][path]
+        return found
+
+    def content(self, path: str, old: str, new: str) -> None:
+        fact = self.file(path)
+        assert old in fact["content"], f"{path} has no {old!r}"
+        fact["content"] = fact["content"].replace(old, new)
+
+    def probe(self, daemon: str, key: str, value: str) -> None:
+        lines = self.probes[daemon].splitlines()
+        assert any(line.startswith(f"{key}=") for line in lines), f"probe {daemon}: no {key}"
+        self.probes[daemon] = "".join(
+            f"{key}={value}\n" if line.startswith(f"{key}=") else line + "\n" for line in lines
+        )
+
+    def answers(self) -> dict[str, str]:
+        out = {HELPER: json.dumps(self.doc), "sudo -n -l": self.sudo_l}
+        for daemon, text in self.probes.items():
+            out[helper("docker-probe", daemon)] = text
+        return out
+
+
+class RecordedNode:
+    """An ssh.Session stand-in answering from a recording, counting what it is asked."""
+
+    server_version = "SSH-2.0-OpenSSH_9.2p1"
+
+    def __init__(self, recording: Recording | str | None = None) -> None:
+        if isinstance(recording, str):  # a snapshot document alone
+            rec = Recording()
+            rec.doc = json.loads(recording)
+            recording = rec
+        self.answers = (recording or Recording()).answers()
+        self.commands: list[str] = []
+
+    def run(self, argv: list[str], **_: Any) -> Result:
+        cmd = argv[-1]
+        self.commands.append(cmd)
+        if cmd in self.answers:
+            return Result(tuple(argv), 0, self.answers[cmd], "")
+        return Result(tuple(argv), 127, "", f"not recorded: {cmd}")
+
+
+def recorded_profile(roles: str = "all rootful rootless") -> Profile:
+    snap = parse_snapshot(SNAPSHOT)
+    key = snap.verbs["host-keys"].stdout.split(" ", 1)[1].strip()
+    return Profile(
+        name="pv-snap-node1",
+        roles=frozenset(roles.split()),
+        admin="ops",
+        workload_user="app",
+        docker=DockerMode.ROOTFUL,
+        cmdline=tuple(snap.file("/proc/cmdline").content_string.split()),
+        accel="qemu",
+        host_key=key,
+    )
+
+
+def verdicts(recording: Recording, profile: Profile | None = None) -> dict[str, runner.Result]:
+    """The whole suite on the recording, one result per catalogue id that ran."""
+    prof = profile or recorded_profile()
+    run_ = runner.run_suite(RecordedNode(recording), prof, (), TODAY)  # type: ignore[arg-type]
+    return {r.id: r for r in runner.fold(prof, run_.outcomes, (), TODAY, selected=True)}
+
+
+def by_status(results: dict[str, runner.Result], *statuses: Status) -> set[str]:
+    return {i for i, r in results.items() if r.status in statuses}
