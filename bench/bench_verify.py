@@ -8,8 +8,9 @@ Measured in one run, on a node that is already up (`provision up -i INV` first):
 - floor: one `ssh true` (connect included) plus the snapshot command, run directly over that
   one session: what a verification from one snapshot cannot go below.
 
-It prints the ratio verify/floor. `--record DIR` also writes the snapshot and `sudo -n -l` as
-the verifier saw them (tests/data/ takes them from a clean node).
+It prints the ratio verify/floor. `--record DIR` also writes the snapshot, `sudo -n -l` and
+both probes' answers as the verifier saw them (tests/data/snapshot/ takes them from a clean
+node).
 
     .venv/bin/python bench/bench_verify.py -i INV [NODE] [--record DIR]
 """
@@ -50,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-i", "--inventory", required=True)
     ap.add_argument("node", nargs="?")
-    ap.add_argument("--record", type=Path, help="write snapshot.json and sudo-l.txt here")
+    ap.add_argument("--record", type=Path, help="write the recording here")
     opts = ap.parse_args()
 
     inv = inventory_file.load(Path(opts.inventory))
@@ -71,11 +72,13 @@ def main() -> None:
         sudo_l = session.run(["sudo", "-n", "-l"], check=False)
 
         probes: dict[str, float] = {}
+        probe_out: dict[str, str] = {}
 
         def probe(mode: str) -> None:
             p0 = time.monotonic()
-            session.run(helper("docker-probe", mode), check=False, timeout=600)
+            out = session.run(helper("docker-probe", mode), check=False, timeout=600)
             probes[mode] = time.monotonic() - p0
+            probe_out[mode] = out.stdout
 
         p0 = time.monotonic()
         threads = [threading.Thread(target=probe, args=(m,)) for m in ("rootful", "rootless")]
@@ -89,6 +92,8 @@ def main() -> None:
         opts.record.mkdir(parents=True, exist_ok=True)
         (opts.record / "snapshot.json").write_text(snap.stdout)
         (opts.record / "sudo-l.txt").write_text(sudo_l.stdout)
+        for mode, text in probe_out.items():
+            (opts.record / f"probe-{mode}.txt").write_text(text)
 
     verify_s, report = timed_verify(opts.inventory, r.node.name)
     doc = json.loads(snap.stdout)
