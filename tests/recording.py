@@ -50,6 +50,8 @@ class Recording:
     doc: dict[str, Any] = field(default_factory=lambda: json.loads(SNAPSHOT))
     probes: dict[str, str] = field(default_factory=lambda: dict(PROBES))
     sudo_l: str = SUDO_L
+    # Commands the suite runs live through testinfra (as the verifier), by command line.
+    live: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> Recording:
         return copy.deepcopy(self)
@@ -90,7 +92,7 @@ class Recording:
         )
 
     def answers(self) -> dict[str, str]:
-        out = {HELPER: json.dumps(self.doc), "sudo -n -l": self.sudo_l}
+        out = {HELPER: json.dumps(self.doc), "sudo -n -l": self.sudo_l, **self.live}
         for daemon, text in self.probes.items():
             out[helper("docker-probe", daemon)] = text
         return out

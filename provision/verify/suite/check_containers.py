@@ -5,8 +5,10 @@ verb, root, per daemon) and, where the kernel says more than the config, the con
 process in /proc (its Seccomp, CapEff and NoNewPrivs lines). The helper's own probe containers
 are not workloads and are left out. No running container is no evidence: the check is skipped
 as not applicable, never passed (catalogue C.6). The probe (`docker-probe`) separately proves
-that each runtime enforces what it is asked for: no capabilities, no new privileges, a
-read-only root filesystem.
+that each runtime enforces what it is asked for (no capabilities, no new privileges, a
+read-only root filesystem): a runtime that does not is a FAIL of the id, but a probe that
+shows it does is no evidence about workloads, so without workloads the id stays N/A and says
+what the probe showed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ FIX = (
 
 def running(facts: Facts, node: Profile, daemon: str) -> list[Container]:
     """The daemon's running workload containers; skips (N/A) when there are none."""
+    containers = workloads(facts, node, daemon)
+    if not containers:
+        pytest.skip(f"N/A: no containers running on the {daemon} daemon")
+    return containers
+
+
+def workloads(facts: Facts, node: Profile, daemon: str) -> list[Container]:
     if daemon == "rootful" and "rootful" not in node.roles:
         pytest.skip("N/A: no system Docker daemon on this node")
     try:
@@ -61,10 +70,7 @@ def running(facts: Facts, node: Profile, daemon: str) -> list[Container]:
                 "the node's facts helper has no docker-inspect verb: containers cannot be read"
             ) from None
         raise
-    containers = parse_inspect(text)
-    if not containers:
-        pytest.skip(f"N/A: no containers running on the {daemon} daemon")
-    return containers
+    return parse_inspect(text)
 
 
 def main_status(host: Host, c: Container) -> dict[str, str]:
@@ -80,10 +86,20 @@ def expect_none(containers: list[Container], rule: Callable[[Container], str | N
     assert not bad, "; ".join(bad)
 
 
-def probe(facts: Facts, node: Profile, daemon: str) -> dict[str, str]:
+def runtime_enforces(facts: Facts, node: Profile, daemon: str, key: str, want: str) -> None:
+    """The daemon's probe asked for the flag itself, so it proves that the runtime enforces it,
+    not that any workload runs with it: FAIL when the runtime does not; with no workload
+    running the id stays N/A (saying what the probe showed), and with workloads the other
+    tests of the id judge them."""
     if daemon == "rootful" and "rootful" not in node.roles:
         pytest.skip("N/A: no system Docker daemon on this node")
-    return parse_kv(facts("docker-probe", daemon))
+    got = parse_kv(facts("docker-probe", daemon)).get(key)
+    assert got == want, f"the {daemon} runtime does not enforce it: its probe has {key}={got}"
+    if not workloads(facts, node, daemon):
+        pytest.skip(
+            f"N/A: no workload containers on the {daemon} daemon (the runtime enforces the "
+            f"flag when asked: its probe has {key}={got})"
+        )
 
 
 # --- HN-CRT-01..12 ---------------------------------------------------------------------------
@@ -131,9 +147,8 @@ def test_capabilities_effective(host: Host, facts: Facts, node: Profile, daemon:
 
 @CRT_02
 @pytest.mark.parametrize("daemon", DAEMONS)
-def test_probe_capabilities_dropped(facts: Facts, node: Profile, daemon: str) -> None:
-    got = probe(facts, node, daemon).get("capeff")
-    assert got == "0000000000000000", f"{daemon} probe with --cap-drop ALL has CapEff {got}"
+def test_runtime_drops_capabilities(facts: Facts, node: Profile, daemon: str) -> None:
+    runtime_enforces(facts, node, daemon, "capeff", "0000000000000000")  # --cap-drop ALL
 
 
 CRT_03 = check(
@@ -159,9 +174,8 @@ def test_no_new_privileges_effective(host: Host, facts: Facts, node: Profile, da
 
 @CRT_03
 @pytest.mark.parametrize("daemon", DAEMONS)
-def test_probe_no_new_privileges(facts: Facts, node: Profile, daemon: str) -> None:
-    got = probe(facts, node, daemon).get("nonewprivs")
-    assert got == "1", f"{daemon} probe with no-new-privileges has NoNewPrivs {got}"
+def test_runtime_sets_no_new_privileges(facts: Facts, node: Profile, daemon: str) -> None:
+    runtime_enforces(facts, node, daemon, "nonewprivs", "1")
 
 
 CRT_04 = check(
@@ -209,9 +223,8 @@ def test_read_only_rootfs(facts: Facts, node: Profile, daemon: str) -> None:
 
 @CRT_05
 @pytest.mark.parametrize("daemon", DAEMONS)
-def test_probe_read_only_rootfs(facts: Facts, node: Profile, daemon: str) -> None:
-    got = probe(facts, node, daemon).get("rootfs_write")
-    assert got == "denied", f"{daemon} probe with --read-only could write its root: {got}"
+def test_runtime_makes_rootfs_read_only(facts: Facts, node: Profile, daemon: str) -> None:
+    runtime_enforces(facts, node, daemon, "rootfs_write", "denied")  # --read-only
 
 
 @check(
