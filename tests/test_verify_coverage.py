@@ -272,3 +272,15 @@ def test_json_and_junit_reports_carry_every_result() -> None:
     assert [c.get("name", "").split()[0] for c in cases] == ["HN-SYS-01", "HN-SYS-02", "connect"]
     assert cases[0].find("failure") is not None
     assert cases[2].find("error") is not None
+
+
+def test_supply_chain_ids_are_a_deviation_on_kubernetes_nodes_only() -> None:
+    """Kubernetes nodes run registry images by tag: HN-SC-01..03 are waived there with the
+    reason, never "not applicable" (which is only true of nodes running no registry image)."""
+    k8s = {r.id: r for r in fold(_profile("all k8s rootful"), [], (), TODAY)}
+    plain = {r.id: r for r in fold(_profile(), [], (), TODAY)}
+    for check_id in ("HN-SC-01", "HN-SC-02", "HN-SC-03"):
+        assert k8s[check_id].status is Status.WAIVED, check_id
+        assert "registry.k8s.io" in k8s[check_id].detail
+        assert plain[check_id].status is Status.SKIP
+        assert "runs no registry images" in plain[check_id].detail

@@ -266,7 +266,18 @@ class Deviation:
     check_id: str
     title: str
     reason: str
+    # Where it holds: "all", or the roles whose nodes depart (elsewhere the id is judged, or
+    # not applicable, as usual).
+    roles: frozenset[str] = frozenset({"all"})
 
+
+# Kubernetes nodes run registry images; nothing else the tool builds does (HN-SC-01..03).
+REGISTRY_IMAGES = (
+    "Kubernetes nodes run registry.k8s.io images named by tag: pause (containerd's sandbox "
+    "image, from the airgap bundle, also the sample workload's image) and kubeadm's control "
+    "plane. A digest cannot be checked from this build environment (no registry is "
+    "reachable) and is never invented, so "
+)
 
 DEVIATIONS: tuple[Deviation, ...] = (
     Deviation(
@@ -354,5 +365,26 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "auditd disk_full_action is SUSPEND, not HALT",
         "A node that halts when its single root filesystem fills up takes its workloads down; "
         "SUSPEND stops auditing and auditd logs that to syslog instead.",
+    ),
+    Deviation(
+        "HN-SC-01",
+        "Kubernetes images are referenced by tag, not by digest",
+        REGISTRY_IMAGES + "manifests and the bundle name tags; the bundle's own sha256 pins "
+        "what is loaded.",
+        frozenset({"k8s"}),
+    ),
+    Deviation(
+        "HN-SC-02",
+        "Kubernetes image signatures are not verified (no cosign, no admission policy)",
+        REGISTRY_IMAGES + "there is no digest to verify a cosign signature of, and no "
+        "policy-controller (HN-POL-06) is deployed yet.",
+        frozenset({"k8s"}),
+    ),
+    Deviation(
+        "HN-SC-03",
+        "Kubernetes images carry no SBOM attestation",
+        REGISTRY_IMAGES + "no SBOM attestation is attached or checked; the golden image's own "
+        "SBOM covers the node's packages only.",
+        frozenset({"k8s"}),
     ),
 )

@@ -143,8 +143,8 @@ K8S_LATER = (
     "(tests/test_k8s_config.py, test_k8s_manifests.py, test_netpol.py)"
 )
 SUPPLY_CHAIN = (
-    "nodes run no registry images: the only container image is the local busybox probe, "
-    "built on the node from the Debian package"
+    "this node runs no registry images: the only container image is the local busybox probe, "
+    "built on the node from the Debian package (Kubernetes nodes do: a deviation there)"
 )
 
 # Ids that cannot apply to the nodes this tool builds, whatever their roles.

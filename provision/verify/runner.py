@@ -168,7 +168,11 @@ def fold(
             continue
         if selected:
             continue
-        if entry.id in na and not applies(na[entry.id].roles, profile.roles):
+        dev = deviations.get(entry.id)
+        if dev is not None and "all" not in dev.roles and applies(dev.roles, profile.roles):
+            # A departure of some roles' nodes outranks the id's not-applicable elsewhere.
+            status, detail = Status.WAIVED, f"deviation: {dev.reason}"
+        elif entry.id in na and not applies(na[entry.id].roles, profile.roles):
             status, detail = (
                 Status.SKIP,
                 "not applicable: " + ", ".join(sorted(na[entry.id].roles)) + " nodes only",
