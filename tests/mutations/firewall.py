@@ -30,6 +30,15 @@ MUTATIONS = [
         replace(*NFT, "\t\tct state established,related accept\n", ""),
     ),
     mutation(
+        "HN-FW-01",
+        "a catch-all accept appended to input",  # policy drop stays: the check once passed it
+        replace(
+            *NFT,
+            "\t\ttcp dport 22 accept\n",
+            "\t\ttcp dport 22 accept\n\t\tcounter packets 0 bytes 0 accept\n",
+        ),
+    ),
+    mutation(
         "HN-FW-02",
         "tcp 8080 opened inbound",
         replace(*NFT, "tcp dport 22 accept", "tcp dport { 22, 8080 } accept"),
@@ -62,6 +71,11 @@ MUTATIONS = [
         "HN-FW-04",
         "a published port accepted into docker0",
         replace(*NFT, REPLIES_IN, REPLIES_IN + '\t\toifname "docker0" tcp dport 8080 accept\n'),
+    ),
+    mutation(
+        "HN-FW-04",
+        "a catch-all accept appended to forward",  # the check once read docker0's rules only
+        replace(*NFT, REPLIES_IN, REPLIES_IN + "\t\taccept\n"),
     ),
     mutation(
         "HN-FW-05",
