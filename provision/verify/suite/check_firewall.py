@@ -30,6 +30,18 @@ def _chain(table: str, name: str) -> str:
     return m.group(1)
 
 
+# A rule that matches nothing before its accept (only counters, a log line, a comment): every
+# packet reaching it is accepted, whatever the chain's policy says.
+UNCONDITIONAL_ACCEPT = re.compile(
+    r'(?:counter(?: packets \d+ bytes \d+)? |log(?: prefix "[^"]*")?(?: level \w+)? )*'
+    r'accept(?: comment "[^"]*")?'
+)
+
+
+def _unconditional_accepts(chain: str) -> list[str]:
+    return [r.strip() for r in chain.splitlines() if UNCONDITIONAL_ACCEPT.fullmatch(r.strip())]
+
+
 @check(
     "HN-FW-01",
     "Ensure the host firewall drops inbound traffic by default",
@@ -43,12 +55,19 @@ def test_default_drop(snap: Snapshot, facts: Facts) -> None:
     assert "hook input priority filter; policy drop;" in chain, "input policy is not drop"
     assert 'iif "lo" accept' in chain, "loopback is not accepted"
     assert "ct state established,related accept" in chain, "replies are not accepted"
+    anything = _unconditional_accepts(chain)
+    assert not anything, f"the input chain accepts every packet: {anything}"
 
 
 def _tcp_ports(chain: str) -> set[int]:
+    """The TCP ports the chain's rules accept, one rule a line: statements may stand between
+    the match and the verdict (`tcp dport 8080 counter packets 0 bytes 0 accept` opens 8080
+    as surely as `tcp dport 8080 accept`, and was once not counted)."""
     ports: set[int] = set()
-    for m in re.finditer(r"tcp dport (\{[^}]*\}|\S+) accept", chain):
-        ports |= {int(p) for p in re.findall(r"\d+", m.group(1))}
+    for rule in chain.splitlines():
+        m = re.search(r"\btcp dport (\{[^}]*\}|\S+)", rule)
+        if m and re.search(r"\baccept\b", rule[m.end() :]):
+            ports |= {int(p) for p in re.findall(r"\d+", m.group(1))}
     return ports
 
 
@@ -131,4 +150,5 @@ def test_published_ports_filtered(facts: Facts) -> None:
         if 'oifname "docker0"' in line and "accept" in line
     ]
     loose = [rule for rule in into_docker if "ct state established,related" not in rule]
+    loose += _unconditional_accepts(forward)
     assert not loose, f"new connections into containers are accepted: {loose}"
