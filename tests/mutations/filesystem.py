@@ -1,6 +1,8 @@
 """Filesystem, mounts and permissions (check_filesystem.py): /proc/mounts, the find verbs,
 root's stat of the fixed paths, and the module-loading answers of `modprobe -n -v`."""
 
+import functools
+
 from tests.mutations import Edit, both, content, mutation, replace, stat
 from tests.recording import Recording
 
@@ -60,6 +62,7 @@ KUBELET_SYSCTLS = {
 }
 
 
+@functools.cache  # one Edit per shape: the test caches the baseline run per setup
 def kubeadm_node(control_plane: bool = False) -> Edit:
     """The recorded node as a hardened Kubernetes node once kubeadm has run: the kubelet's
     sysctls, containerd's CRI settings, the role's inbound ports, and kubeadm's files (root-only),
