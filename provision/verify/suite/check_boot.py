@@ -75,6 +75,15 @@ def _cmdline(snap: Snapshot) -> list[str]:
     return str(snap.file("/proc/cmdline").content_string).split()
 
 
+def _in_effect(param: str, words: list[str]) -> bool:
+    """A flag holds when given; `key=value` when it is the key's last value, the one the kernel
+    keeps (`iommu.strict=1 ... iommu.strict=0` is not strict)."""
+    key, sep, _ = param.partition("=")
+    if not sep:
+        return param in words
+    return [w for w in words if w.startswith(f"{key}=")][-1:] == [param]
+
+
 @check(
     "HN-BOOT-01",
     "Ensure no parameter weakens the kernel's self-protection",
@@ -89,8 +98,9 @@ def test_no_weakening_parameters(snap: Snapshot) -> None:
 
 @BOOT_02
 def test_kspp_parameters(snap: Snapshot) -> None:
-    missing = [p for p in KSPP if p not in _cmdline(snap)]
-    assert not missing, f"missing from /proc/cmdline: {' '.join(missing)}"
+    words = _cmdline(snap)
+    missing = [p for p in KSPP if not _in_effect(p, words)]
+    assert not missing, f"not in effect on /proc/cmdline: {' '.join(missing)}"
 
 
 @BOOT_02
@@ -99,6 +109,8 @@ def test_cmdline_is_the_domains(snap: Snapshot, node: Profile) -> None:
     running = _cmdline(snap)
     missing = [p for p in node.cmdline if p not in running]
     assert not missing, f"the domain's parameters missing at runtime: {' '.join(missing)}"
+    added = [p for p in running if p not in node.cmdline]
+    assert not added, f"parameters at runtime the domain does not give: {' '.join(added)}"
 
 
 @check(

@@ -37,16 +37,17 @@ def expect(
     *,
     persisted: bool = True,
 ) -> None:
-    """Runtime value in `allowed`; with `persisted`, the value the next boot applies too."""
+    """Runtime value in `allowed`, and the value the next boot applies: with `persisted` there
+    must be one; without (the kernel's default is good), a persisted override must be good too."""
     runtime = facts.sysctl()
     if key not in runtime:
         pytest.skip(f"N/A: {key} does not exist on kernel {_kernel(snap)}")
     want = " or ".join(sorted(allowed))
     assert runtime[key] in allowed, f"{key} is {runtime[key]} at runtime, expected {want}"
+    saved = facts.sysctl_persisted().get(key)
     if persisted:
-        saved = facts.sysctl_persisted().get(key)
         assert saved is not None, f"{key} is not persisted in any sysctl.d file"
-        assert saved in allowed, f"{key} is persisted as {saved}, expected {want}"
+    assert saved is None or saved in allowed, f"{key} is persisted as {saved}, expected {want}"
 
 
 @check(
@@ -126,6 +127,10 @@ def test_ptrace_scope(snap: Snapshot, facts: Facts) -> None:
 def test_max_user_namespaces(snap: Snapshot, facts: Facts) -> None:
     runtime = facts.sysctl().get("user.max_user_namespaces", "0")
     assert int(runtime) > 0, f"user.max_user_namespaces is {runtime}: Docker cannot create userns"
+    saved = facts.sysctl_persisted().get("user.max_user_namespaces")
+    assert saved is None or int(saved) > 0, (
+        f"user.max_user_namespaces is persisted as {saved}: the next boot disables userns"
+    )
 
 
 @check(
