@@ -4,6 +4,7 @@ the next boot applies (`systemd-sysctl --cat-config`, the last assignment winnin
 from __future__ import annotations
 
 from tests.mutations import Edit, content, mutation, replace, sysctl
+from tests.mutations.filesystem import WORKER, kubeadm_node
 from tests.recording import Recording
 
 OURS = "# /etc/sysctl.d/60-provision-hardening.conf\n"
@@ -26,31 +27,9 @@ def override(key: str, value: str, file: str = SYSCTL_CONF) -> Edit:
     return replace("verbs", "sysctl-config", file, f"{file}{key} = {value}\n")
 
 
-def k8s_node(rec: Recording) -> None:
-    """The recorded node as a Kubernetes node (roles "all k8s rootful"): the kubelet's kernel
-    defaults at runtime and persisted (hardening.SYSCTLS' is_k8s rows), containerd with the
-    systemd cgroup driver and the CNIs' bin_dir (HN-K8S-13), the kubelet's port open (HN-FW-02)."""
-    kubelet = {
-        "kernel.panic_on_oops": "1",
-        "kernel.panic": "10",
-        "vm.overcommit_memory": "1",
-        "vm.panic_on_oom": "0",
-        "kernel.keys.root_maxkeys": "1000000",
-        "kernel.keys.root_maxbytes": "25000000",
-    }
-    for key, value in kubelet.items():
-        rec.sysctl(key, value)
-    last = "\nvm.mmap_rnd_compat_bits = 16\n"
-    lines = "".join(f"{key} = {value}\n" for key, value in kubelet.items())
-    rec.replace("verbs", "sysctl-config", last, last + lines)
-    rec.replace("verbs", "containerd-config", "SystemdCgroup = false", "SystemdCgroup = true")
-    rec.replace(
-        "verbs", "containerd-config", 'bin_dir = "/usr/lib/cni"', 'bin_dir = "/opt/cni/bin"'
-    )
-    rec.replace("verbs", "nft", "\t\ttcp dport 22 accept\n", "\t\ttcp dport { 22, 10250 } accept\n")
-
-
-K8S = "all k8s rootful"
+# The recorded node made a Kubernetes worker (kubelet sysctls, containerd's CRI, its port).
+k8s_node = kubeadm_node()
+K8S = WORKER
 
 
 def no_br_netfilter(rec: Recording) -> None:
