@@ -50,6 +50,8 @@ class Recording:
     doc: dict[str, Any] = field(default_factory=lambda: json.loads(SNAPSHOT))
     probes: dict[str, str] = field(default_factory=lambda: dict(PROBES))
     sudo_l: str = SUDO_L
+    # What the node's sshd announced (the recorded node: DebianBanner no).
+    server_version: str = "SSH-2.0-OpenSSH_9.2p1"
     # Commands the suite runs live through testinfra (as the verifier), by command line.
     live: dict[str, str] = field(default_factory=dict)
 
@@ -101,14 +103,14 @@ class Recording:
 class RecordedNode:
     """An ssh.Session stand-in answering from a recording, counting what it is asked."""
 
-    server_version = "SSH-2.0-OpenSSH_9.2p1"
-
     def __init__(self, recording: Recording | str | None = None) -> None:
         if isinstance(recording, str):  # a snapshot document alone
             rec = Recording()
             rec.doc = json.loads(recording)
             recording = rec
-        self.answers = (recording or Recording()).answers()
+        recording = recording or Recording()
+        self.server_version = recording.server_version
+        self.answers = recording.answers()
         self.commands: list[str] = []
 
     def run(self, argv: list[str], **_: Any) -> Result:

@@ -7,6 +7,7 @@ Taken with `bench/bench_verify.py --record`; it holds no private key material (c
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from datetime import date
@@ -184,3 +185,28 @@ def test_kubernetes_prerequisites_are_judged_from_the_snapshot() -> None:
     node = RecordedNode()
     run_ = runner.run_suite(node, profile, (), date(2026, 12, 1), "kubeadm_preflight")  # type: ignore[arg-type]
     assert [(o.check_id, o.status) for o in run_.outcomes] == [("HN-K8S-14", Status.PASS)]
+
+
+def test_an_unreadable_apt_directory_is_an_error_not_a_pass() -> None:
+    doc = json.loads(SNAPSHOT)
+    doc["commands"]["apt-trusted"] = {"rc": 2, "stdout": "", "stderr": "Permission denied"}
+    run_ = runner.run_suite(
+        RecordedNode(json.dumps(doc)), recorded_profile(), (), date(2026, 12, 1), "apt_sources"
+    )  # type: ignore[arg-type]
+    assert [(o.check_id, o.status) for o in run_.outcomes] == [("HN-SC-05", Status.ERROR)]
+
+
+def test_the_apt_trusted_part_finds_live_trusted_sources_only(tmp_path: Path) -> None:
+    """The snapshot's grep, run here: `[trusted=yes]` and deb822 `Trusted: yes` count, a
+    commented-out line does not."""
+    text = _helper(tmp_path).read_text()
+    line = next(x for x in text.split("\n    (") if x.startswith('"apt-trusted"'))
+    argv = ast.literal_eval("(" + line.rstrip().rstrip(","))[1]
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list").write_text("# deb [trusted=yes] http://x/ bookworm main\n")
+    (apt / "sources.list.d" / "a.list").write_text("deb [arch=amd64 trusted=yes] http://a/ b c\n")
+    (apt / "sources.list.d" / "b.sources").write_text("Types: deb\nTrusted: yes\n")
+    (apt / "sources.list.d" / "c.sources").write_text("Types: deb\nSigned-By: /k.gpg\n")
+    found = run([*argv[:-1], f"{apt}/"], check=False)
+    assert sorted(Path(p).name for p in found.stdout.split()) == ["a.list", "b.sources"]

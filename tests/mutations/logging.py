@@ -58,6 +58,11 @@ MUTATIONS = [
     ),
     mutation(
         "HN-LOG-02",
+        "the /etc/shadow watch reads only (-p r)",
+        replace("verbs", "audit-rules", "-w /etc/shadow -p wa ", "-w /etc/shadow -p r "),
+    ),
+    mutation(
+        "HN-LOG-02",
         "audit rules not immutable (enabled 1)",
         replace("verbs", "audit-status", "enabled 2\n", "enabled 1\n"),
     ),

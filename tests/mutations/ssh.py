@@ -5,6 +5,7 @@ would leave behind; `sshd -T` is the `sshd verifier` verb.
 """
 
 from tests.mutations import Edit, both, mutation, replace, stat
+from tests.recording import Recording
 
 SSHD = ("verbs", "sshd verifier")
 
@@ -12,6 +13,13 @@ SSHD = ("verbs", "sshd verifier")
 def sshd(old: str, new: str) -> Edit:
     """One line of `sshd -T`, whole (so `maxsessions` never matches `maxstartups`)."""
     return replace(*SSHD, f"\n{old}\n", f"\n{new}\n")
+
+
+def _banner(version: str) -> Edit:
+    def edit(rec: Recording) -> None:
+        rec.server_version = version
+
+    return edit
 
 
 MUTATIONS = [
@@ -102,4 +110,5 @@ MUTATIONS = [
         ),
         also="HN-VM-03",  # the same fact: the key the provisioner generated and pinned
     ),
+    mutation("HN-SSH-09", "DebianBanner yes", _banner("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3")),
 ]

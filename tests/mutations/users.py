@@ -88,6 +88,11 @@ MUTATIONS = [
     ),
     mutation(
         "HN-USR-06",
+        "Defaults !authenticate in a later drop-in",
+        sudo_l(DEFAULTS_END, DEFAULTS_END.replace("\n", ", !authenticate\n")),
+    ),
+    mutation(
+        "HN-USR-06",
         "a sudoers drop-in visudo rejects",
         visudo_fails("/etc/sudoers.d/99-local:1:12: syntax error\nALL ALL=(ALL NOPASSWD: ALL\n"),
     ),

@@ -82,8 +82,15 @@ LOG_02 = check(
 @LOG_02
 @pytest.mark.parametrize("path", WATCHED)
 def test_audit_watch(facts: Facts, path: str) -> None:
-    rules = facts("audit-rules").splitlines()
-    assert any(f"-w {path} " in r + " " for r in rules), f"no audit watch on {path}"
+    # A watch records changes only with `w` (writes) and `a` (attribute changes) among its -p
+    # permissions: `-w /etc/passwd -p r` would be a watch that misses every edit.
+    perms = [
+        words[words.index("-p") + 1] if "-p" in words[:-1] else "rwxa"  # no -p: all four
+        for words in (r.split() for r in facts("audit-rules").splitlines())
+        if words[:2] == ["-w", path]
+    ]
+    assert perms, f"no audit watch on {path}"
+    assert any({"w", "a"} <= set(p) for p in perms), f"the watch on {path} has -p {perms}"
 
 
 @LOG_02

@@ -159,6 +159,8 @@ def test_sudo_defaults(host: Host) -> None:
     assert defaults.get("use_pty") is True, f"Defaults use_pty is {defaults.get('use_pty')!r}"
     logfile = defaults.get("logfile")
     assert logfile == "/var/log/sudo.log", f"Defaults logfile is {logfile!r}"
+    # `!authenticate` makes every sudo rule NOPASSWD, whoever it names.
+    assert defaults.get("authenticate") is not False, "Defaults !authenticate: sudo asks no one"
 
 
 @USR_06

@@ -6,7 +6,7 @@ import pytest
 
 from provision.verify.checks import check
 from provision.verify.plugin import Facts, Profile
-from provision.verify.snapshot import Snapshot
+from provision.verify.snapshot import FactsError, Snapshot
 
 
 @check(
@@ -80,7 +80,10 @@ def test_virtio_rng(snap: Snapshot) -> None:
     "golden-image rebuilds and rollouts, not apt on nodes.",
 )
 def test_apt_sources_signed(snap: Snapshot) -> None:
-    trusted = snap.run("apt-trusted").stdout.split()
+    found = snap.run("apt-trusted")  # grep: 0 found, 1 none, 2 could not read
+    if found.rc not in (0, 1):
+        raise FactsError(f"grep of /etc/apt exited {found.rc}: {found.stderr.strip()[-300:]}")
+    trusted = found.stdout.split()
     assert not trusted, f"unsigned APT sources: {trusted}"
     assert snap.file("/usr/share/keyrings/debian-archive-keyring.gpg").exists, (
         "debian-archive-keyring is missing: nothing can verify the archive"
