@@ -185,7 +185,7 @@ def test_verifier_account_logs_in_with_its_key_and_has_only_the_facts_helper() -
     r = render_inv(inventory.load(LOCAL)).nodes[0]
     doc = yaml.safe_load(r.seed.user_data.reveal())
     [verifier] = [u for u in doc["users"] if u["name"] == hardening.VERIFIER_USER]
-    assert verifier["ssh_authorized_keys"] == [VERIFIER_KEY.public]
+    assert verifier["ssh_authorized_keys"] == [f"restrict {VERIFIER_KEY.public}"]
     assert verifier["lock_passwd"] is True
     assert "sudo" not in verifier and "groups" not in verifier
     files = _files(r)

@@ -17,6 +17,21 @@ from provision.core.model import DockerMode, Node, Role
 VERIFIER_USER = "verifier"
 # The read-only facts helper on the node (a fixed set of verbs; see cloudinit/verify-facts.sh.j2).
 FACTS_HELPER = "/usr/local/libexec/provision/verify-facts"
+# The only paths the helper's path verbs (`stat`, `stat-ids`, `exists`) answer for: the ones the
+# suite can only name at run time (every other path it reads comes from the snapshot). An entry
+# ending in "/" stands for everything below that directory; any other entry is one exact path.
+FACTS_HELPER_PATHS: tuple[str, ...] = (
+    "/var/lib/docker/",  # the rootful data root: /var/lib/docker/UID.GID under userns-remap
+    "/etc/docker/",  # TLS files named in /etc/docker/daemon.json (tlscacert, tlscert, tlskey)
+    # kubelet.service and its drop-ins (`systemctl show -p FragmentPath -p DropInPaths`): ours
+    # in /etc, the package's in /lib (or /usr/lib, as some systemd versions report it).
+    "/etc/systemd/system/kubelet.service",
+    "/etc/systemd/system/kubelet.service.d/",
+    "/lib/systemd/system/kubelet.service",
+    "/lib/systemd/system/kubelet.service.d/",
+    "/usr/lib/systemd/system/kubelet.service",
+    "/usr/lib/systemd/system/kubelet.service.d/",
+)
 SSH_PORT = 22
 
 # Direct kernel boot: the command line lives in the domain XML, there is no GRUB to protect.

@@ -114,6 +114,7 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
             "verify-facts.sh.j2",
             workload_user=node.workload_user,
             verifier_user=hardening.VERIFIER_USER,
+            helper_paths=hardening.FACTS_HELPER_PATHS,
         ),
         f(
             "/etc/provision/firewall.nft",
@@ -165,6 +166,13 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
     return tuple(files)
 
 
+def verifier_key_line(public_key: str) -> str:
+    """The verifier's authorized_keys line. `restrict` turns off everything the suite does not
+    use (pty, port/agent/X11 forwarding, ~/.ssh/rc): it only runs commands on exec channels.
+    The operator's keys stay unrestricted."""
+    return f"restrict {public_key}"
+
+
 def render_seed(
     inventory: str,
     node: Node,
@@ -188,7 +196,7 @@ def render_seed(
         host_key_public=host_key.public,
         admin_keys=list(admin_keys),
         verifier_user=hardening.VERIFIER_USER,
-        verifier_keys=[verifier_key] if verifier_key else [],
+        verifier_keys=[verifier_key_line(verifier_key)] if verifier_key else [],
         files=files,
         private_dirs=private_dirs,
     )
