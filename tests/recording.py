@@ -50,6 +50,7 @@ class Recording:
     doc: dict[str, Any] = field(default_factory=lambda: json.loads(SNAPSHOT))
     probes: dict[str, str] = field(default_factory=lambda: dict(PROBES))
     sudo_l: str = SUDO_L
+    probe_exits: dict[str, tuple[int, str]] = field(default_factory=dict)  # daemon: (rc, stderr)
     # What the node's sshd announced (the recorded node: DebianBanner no).
     server_version: str = "SSH-2.0-OpenSSH_9.2p1"
     # Commands the suite runs live through testinfra (as the verifier), by command line.
@@ -93,11 +94,21 @@ class Recording:
             f"{key}={value}\n" if line.startswith(f"{key}=") else line + "\n" for line in lines
         )
 
+    def probe_exit(self, daemon: str, rc: int, stderr: str) -> None:
+        """The probe prints nothing and exits rc (the helper's 3: its daemon is not running)."""
+        assert daemon in self.probes, f"no probe {daemon}"
+        self.probes[daemon] = ""
+        self.probe_exits[daemon] = (rc, stderr)
+
     def answers(self) -> dict[str, str]:
         out = {HELPER: json.dumps(self.doc), "sudo -n -l": self.sudo_l, **self.live}
         for daemon, text in self.probes.items():
             out[helper("docker-probe", daemon)] = text
         return out
+
+    def exits(self) -> dict[str, tuple[int, str]]:
+        """The answers that exit non-zero: command -> (exit status, stderr)."""
+        return {helper("docker-probe", d): e for d, e in self.probe_exits.items()}
 
 
 class RecordedNode:
@@ -108,16 +119,18 @@ class RecordedNode:
             rec = Recording()
             rec.doc = json.loads(recording)
             recording = rec
-        recording = recording or Recording()
-        self.server_version = recording.server_version
-        self.answers = recording.answers()
+        rec = recording or Recording()
+        self.server_version = rec.server_version
+        self.answers = rec.answers()
+        self.exits = rec.exits()
         self.commands: list[str] = []
 
     def run(self, argv: list[str], **_: Any) -> Result:
         cmd = argv[-1]
         self.commands.append(cmd)
         if cmd in self.answers:
-            return Result(tuple(argv), 0, self.answers[cmd], "")
+            rc, stderr = self.exits.get(cmd, (0, ""))
+            return Result(tuple(argv), rc, self.answers[cmd], stderr)
         return Result(tuple(argv), 127, "", f"not recorded: {cmd}")
 
 

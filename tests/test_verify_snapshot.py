@@ -26,7 +26,16 @@ from provision.verify.checks import Inconclusive, Status
 from provision.verify.plugin import Facts
 from provision.verify.snapshot import FactsError, parse_listening, parse_snapshot
 from tests.helpers import LOCAL, render_inv
-from tests.recording import HELPER, SNAPSHOT, RecordedNode, recorded_profile
+from tests.mutations.docker import DAEMON_DOWN
+from tests.recording import (
+    HELPER,
+    SNAPSHOT,
+    RecordedNode,
+    Recording,
+    helper,
+    recorded_profile,
+    verdicts,
+)
 
 # The modules whose checks need the container probes: everything else is "non-container".
 CONTAINER_MODULES = ("check_containers", "check_docker", "check_docker_access", "check_rootless")
@@ -210,3 +219,39 @@ def test_the_apt_trusted_part_finds_live_trusted_sources_only(tmp_path: Path) ->
     (apt / "sources.list.d" / "c.sources").write_text("Types: deb\nSigned-By: /k.gpg\n")
     found = run([*argv[:-1], f"{apt}/"], check=False)
     assert sorted(Path(p).name for p in found.stdout.split()) == ["a.list", "b.sources"]
+
+
+# --- a daemon the node's role needs, down ----------------------------------------------------
+
+
+def test_a_stopped_rootful_daemon_fails_the_run() -> None:
+    """docker.service stopped on a rootful node once left `provision verify` at exit 0, with 23
+    WARN and no FAIL: the facts that need the daemon have no evidence (WARN), and HN-DKR-01 now
+    FAILs for the daemon the role needs, as HN-DKRL-03 does for the rootless one."""
+    rec = Recording()
+    DAEMON_DOWN(rec)
+    node = RecordedNode(rec)
+    profile = recorded_profile()
+    run_ = runner.run_suite(node, profile, (), date(2026, 12, 1))  # type: ignore[arg-type]
+    results = runner.fold(profile, run_.outcomes, (), date(2026, 12, 1), selected=True)
+    report = runner.NodeReport(profile.name, profile.roles, tuple(results))
+    assert report.failed
+    assert {r.id for r in results if r.status is Status.FAIL} == {"HN-DKR-01"}
+    assert helper("docker-probe", "rootful") in node.commands  # it was asked, and exited 3
+    dkr_01 = next(r for r in results if r.id == "HN-DKR-01")
+    assert "docker.service is inactive, expected active" in dkr_01.detail
+
+
+def test_unreadable_file_capabilities_are_an_error_not_a_verdict() -> None:
+    """newuidmap without its setuid bit may still carry file capabilities: the snapshot reads its
+    security.capability xattr itself (the image has no getfattr); when that read fails,
+    HN-DKRL-09 has no evidence (ERROR), while HN-FS-05, which wants exactly root 4755, FAILs."""
+    rec = Recording()
+    rec.file("/usr/bin/newuidmap")["mode"] = 0o755
+    part = rec.part("commands", "file-caps /usr/bin/newuidmap")
+    assert part["rc"] == 1  # the recorded node: setuid root, no file capabilities
+    part.update(rc=2, stderr="/usr/bin/newuidmap: security.capability: Permission denied\n")
+    results = verdicts(rec)
+    assert results["HN-DKRL-09"].status is Status.ERROR, results["HN-DKRL-09"].detail
+    assert "could not be read" in results["HN-DKRL-09"].detail
+    assert results["HN-FS-05"].status is Status.FAIL

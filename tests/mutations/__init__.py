@@ -6,10 +6,12 @@ a missing nft rule. tests/test_verify_mutations.py replays the recording with it
 that this id, and only the ids listed in `also` (the ones that judge the same fact), FAIL.
 `setup` first brings the recording to a state where the id PASSes when the clean node alone
 cannot show it (a workload container running, a Kubernetes node's files), and `roles` is the
-profile the node is judged as.
+profile the node is judged as. `warns` names the ids that must WARN with the mutation, where it
+takes their evidence away (a daemon that is down cannot be asked): any other WARN is a failure.
 
-Group modules (sysctl, ssh, ...) each define MUTATIONS; `ALL` collects them, and the coverage
-test fails when a registered id has none.
+Group modules (sysctls, ssh, ...: never named like a helper here, the submodule would shadow
+it) each define MUTATIONS; `ALL` collects them, and the coverage test fails when a registered
+id has none.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Mutation:
     also: frozenset[str] = frozenset()
     setup: Edit | None = None
     roles: str = "all rootful rootless"
+    warns: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -45,8 +48,11 @@ def mutation(
     also: str = "",
     setup: Edit | None = None,
     roles: str = "all rootful rootless",
+    warns: str = "",
 ) -> Mutation:
-    return Mutation(check_id, what, change, frozenset(also.split()), setup, roles)
+    return Mutation(
+        check_id, what, change, frozenset(also.split()), setup, roles, frozenset(warns.split())
+    )
 
 
 def replace(section: str, key: str, old: str, new: str) -> Edit:
@@ -73,6 +79,19 @@ def stat(path: str, **fields: object) -> Edit:
 
 def probe(daemon: str, key: str, value: str) -> Edit:
     return lambda rec: rec.probe(daemon, key, value)
+
+
+def answer(section: str, key: str, rc: int, stdout: str = "", stderr: str = "") -> Edit:
+    """A verb's or command's whole answer: exit status, stdout and stderr."""
+
+    def edit(rec: Recording) -> None:
+        rec.part(section, key).update(rc=rc, stdout=stdout, stderr=stderr)
+
+    return edit
+
+
+def probe_exit(daemon: str, rc: int, stderr: str) -> Edit:
+    return lambda rec: rec.probe_exit(daemon, rc, stderr)
 
 
 def both(*edits: Edit) -> Edit:

@@ -6,7 +6,7 @@ or added at runtime also fails HN-BOOT-02's "the running kernel got exactly the 
 from __future__ import annotations
 
 from tests.mutations import Edit, both, content, mutation
-from tests.mutations.sysctl import K8S, k8s_node
+from tests.mutations.sysctls import K8S, k8s_node
 from tests.recording import Recording
 
 CMDLINE = "/proc/cmdline"

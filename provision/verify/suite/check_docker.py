@@ -4,7 +4,9 @@ The effective state comes from the daemon (`docker info` JSON through the facts 
 kernel (nftables, the process table, listening sockets) and a container the helper starts
 (`docker-probe rootful`). /etc/docker/daemon.json is read where the property is config-only
 (no-new-privileges, userland-proxy, log-level); HN-DKR-01 then proves the running daemon
-started after the file last changed, so the file is what runs (catalogue C.6).
+started after the file last changed, so the file is what runs (catalogue C.6), and that
+docker.service is active and enabled: a daemon that is down leaves the checks that ask it without
+evidence (WARN), and HN-DKR-01 says why (FAIL), as HN-DKRL-03 does for the rootless daemon.
 HN-DKR-01..08 (configuration) are here; check_docker_access.py has the daemon's exposure.
 """
 
@@ -59,13 +61,15 @@ def dockerd_argv(snap: Snapshot) -> list[str]:
 
 DKR_01 = check(
     "HN-DKR-01",
-    "Ensure daemon.json is valid, has only known keys, no flag clash, and is what runs",
+    "Ensure daemon.json is valid, has only known keys, no flag clash, and is what runs "
+    "(docker.service active and enabled)",
     level="L1",
     severity="high",
     roles="rootful",
     remediation=(
         "Keys given as dockerd flags (docker.service ExecStart, e.g. -H fd://) must not also be in "
-        "daemon.json: change flags with a drop-in. " + RESTART
+        "daemon.json: change flags with a drop-in. `systemctl enable --now docker.service` if it "
+        "is stopped or disabled (`journalctl -u docker` says why it did not start). " + RESTART
     ),
 )
 
@@ -83,8 +87,18 @@ def test_daemon_json_no_flag_clash(snap: Snapshot) -> None:
 
 
 @DKR_01
+@pytest.mark.parametrize("key,want", [("is-active", "active"), ("is-enabled", "enabled")])
+def test_docker_service(snap: Snapshot, key: str, want: str) -> None:
+    """The rootful role needs the daemon: down, it is a FAIL here, and a WARN (no evidence) in
+    each check that asks it (the helper's exit 3), as HN-DKRL-03 is for the rootless daemon."""
+    out = snap.run(f"{key} docker.service")  # `systemctl is-active|is-enabled docker.service`
+    state = out.stdout.strip() or out.stderr.strip() or f"unknown (exit {out.rc})"
+    assert state == want, f"docker.service is {state}, expected {want}"
+
+
+@DKR_01
 def test_daemon_runs_current_config(snap: Snapshot, facts: Facts) -> None:
-    docker_info(facts)  # the daemon answers (Inconclusive, a WARN, if docker.service is down)
+    docker_info(facts)  # the daemon answers (Inconclusive if down: test_docker_service FAILs)
     # `pgrep -u 0 -o -x dockerd`, then "PID NOW MTIME ELAPSED" (date, stat -c %Y, ps etimes).
     age = snap.output("dockerd-age").split()
     if not age:

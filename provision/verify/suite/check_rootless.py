@@ -31,7 +31,7 @@ from provision.verify.parse import (
     unit_values,
 )
 from provision.verify.plugin import Facts, Profile
-from provision.verify.snapshot import Snapshot
+from provision.verify.snapshot import FactsError, Snapshot
 
 ROOTLESS_UNIT = "/etc/systemd/user/docker-rootless.service"
 CONTRIB = "/usr/share/docker.io/contrib"
@@ -361,10 +361,13 @@ def test_ip_tables_available(snap: Snapshot) -> None:
 def test_id_map_helper(snap: Snapshot, path: str) -> None:
     f = snap.file(path)
     assert f.exists, f"{path} is missing"
-    if f.user == "root" and f.mode & 0o4000 and not f.mode & 0o022:
+    assert not f.mode & 0o022, f"{path} is {f.user} {f.mode:o}: writable by group or others"
+    if f.user == "root" and f.mode & 0o4000:
         return
-    caps = snap.run(f"getfattr {path}")  # `getfattr -n security.capability --only-values`
-    assert caps.rc == 0 and caps.stdout, (
+    caps = snap.run(f"file-caps {path}")  # its security.capability xattr: rc 0 hex, 1 none
+    if caps.rc not in (0, 1):
+        raise FactsError(f"the file capabilities of {path} could not be read: {caps.stderr}")
+    assert caps.rc == 0 and caps.stdout.strip(), (
         f"{path} is {f.user} {f.mode:o} without file capabilities: expected root 4755"
     )
 
