@@ -591,3 +591,10 @@ def test_the_suite_s_ssh_session_works_under_restrict(tmp_path: Path) -> None:
             with transport.open_session() as chan, pytest.raises(paramiko.SSHException):
                 chan.get_pty()
         assert sshd.accepted_logins()
+
+
+def test_the_snapshot_collector_compiles() -> None:
+    """The collector only runs on a node: a syntax error would cost a boot to find."""
+    collector = HELPER_TEXT.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    compile(collector, "verify-facts snapshot", "exec")
+    assert 'units.get("stdout", "").split()' in collector  # kubelet's units stat'ed in it

@@ -66,9 +66,8 @@ KUBELET_SYSCTLS = {
 def kubeadm_node(control_plane: bool = False) -> Edit:
     """The recorded node as a hardened Kubernetes node once kubeadm has run: the kubelet's
     sysctls, containerd's CRI settings, the role's inbound ports, and kubeadm's files (root-only),
-    so that every check a k8s profile adds passes. The kubelet's unit files are not among the
-    snapshot's fixed paths (a node answers them with a `stat` call of its own): the recording
-    only answers the snapshot, so their stat is given there."""
+    so that every check a k8s profile adds passes. The snapshot stats the kubelet's unit files
+    where `kubelet-units` (systemd) says they are, so their stat is given there."""
 
     def edit(rec: Recording) -> None:
         for key, value in KUBELET_SYSCTLS.items():
