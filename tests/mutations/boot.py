@@ -5,9 +5,8 @@ or added at runtime also fails HN-BOOT-02's "the running kernel got exactly the 
 
 from __future__ import annotations
 
-from tests.mutations import Edit, both, content, mutation
+from tests.mutations import Edit, answer, both, content, mutation
 from tests.mutations.sysctls import K8S, k8s_node
-from tests.recording import Recording
 
 CMDLINE = "/proc/cmdline"
 TAIL = "audit_backlog_limit=8192\n"  # the recorded command line's last word
@@ -23,12 +22,7 @@ def dropped(word: str) -> Edit:
 
 def command(name: str, stdout: str, rc: int = 0) -> Edit:
     """A snapshot command's whole answer."""
-
-    def edit(rec: Recording) -> None:
-        part = rec.part("commands", name)
-        part["stdout"], part["rc"] = stdout, rc
-
-    return edit
+    return answer("commands", name, rc, stdout)
 
 
 LOCKDOWN = "/sys/kernel/security/lockdown"

@@ -3,9 +3,8 @@ Kubernetes worker (tests/mutations/filesystem.py's `kubeadm_node`)."""
 
 from __future__ import annotations
 
-from tests.mutations import Edit, Mutation, content, mutation, replace
+from tests.mutations import Edit, Mutation, answer, content, mutation, replace
 from tests.mutations.filesystem import WORKER, kubeadm_node
-from tests.recording import Recording
 
 SWAP = "/dev/vdb                                partition\t1048572\t\t0\t\t-2\n"
 
@@ -15,11 +14,7 @@ def _k8s(check_id: str, what: str, change: Edit, also: str = "") -> Mutation:
 
 
 def _stopped(name: str) -> Edit:
-    def edit(rec: Recording) -> None:
-        part = rec.part("commands", f"is-active {name}")
-        part.update(rc=3, stdout="inactive\n")
-
-    return edit
+    return answer("commands", f"is-active {name}", 3, "inactive\n")
 
 
 MUTATIONS = [
