@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("image",),
     ("state",),
     ("converge", "verify"),
+    ("drift",),
     ("cli",),
 )
 RANK = {folder: rank for rank, group in enumerate(LAYERS) for folder in group}

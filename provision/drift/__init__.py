@@ -1,0 +1,1 @@
+"""`provision drift`: what libvirt and each node report, against what the inventory renders."""
