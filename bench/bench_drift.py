@@ -45,6 +45,7 @@ import os
 import pwd
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,9 +231,20 @@ def _stop(procs: dict[int, subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def fleet(n: int, base_port: int) -> Iterator[Fleet]:
-    """N fake nodes, their inventory and provision's keys; every sshd is stopped afterwards."""
+def fleet(n: int, base_port: int, keep: bool = False) -> Iterator[Fleet]:
+    """N fake nodes, their inventory and provision's keys; every sshd is stopped afterwards, and
+    the temp dir (private keys included) removed unless `keep`."""
     tmp = Path(tempfile.mkdtemp(prefix="provision-drift-bench-"))
+    try:
+        yield from _fleet(tmp, n, base_port)
+    finally:
+        if keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp)
+
+
+def _fleet(tmp: Path, n: int, base_port: int) -> Iterator[Fleet]:
     # sshd reads the authorized keys and runs the ForceCommand as the verifier.
     tmp.chmod(0o755)
     logs = tmp / "logs"
@@ -340,7 +352,11 @@ def measure(argv: Sequence[str], out: Path, env: dict[str, str] | None = None) -
     err = out.with_suffix(".err")
     with out.open("wb") as stdout, err.open("wb") as stderr:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
+        # Its own session: on a timeout or Ctrl-C the tool and its children (Ansible's forks and
+        # ssh clients) are stopped together, by their process group.
+        proc = subprocess.Popen(
+            argv, stdout=stdout, stderr=stderr, env=env, cwd=ROOT, start_new_session=True
+        )
 
         def sample() -> None:
             nonlocal peak
@@ -349,16 +365,22 @@ def measure(argv: Sequence[str], out: Path, env: dict[str, str] | None = None) -
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        timed_out = False
         try:
             rc = proc.wait(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc, timed_out = proc.wait(), True
+        except BaseException:  # Ctrl-C: stop the tool before the fleet goes
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        finally:
+            done.set()
         seconds = time.monotonic() - t0
-        done.set()
         sampler.join()
-    error = None
-    if rc != 0:
+    error = f"timed out after {RUN_TIMEOUT_S} s" if timed_out else None
+    if rc != 0 and not timed_out:
         tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         error = f"exit {rc}: {' | '.join(tail)}"
     return Run("", "", seconds, peak, error)
@@ -528,7 +550,9 @@ def run_pyinfra(f: Fleet, venv: Path) -> Run:
             error = _lengths_error(f, _pyinfra_lengths(doc), strip=True)
         except (ValueError, KeyError, TypeError) as exc:
             error = f"unreadable facts output: {exc!r}"
-    return _with(run, "pyinfra", "default parallel", error)
+    # pyinfra's default parallelism: 20 hosts per CPU (pyinfra/api/state.py), at most all.
+    parallel = min(20 * (os.cpu_count() or 1), f.size)
+    return _with(run, "pyinfra", f"parallel {parallel} (default)", error)
 
 
 def _pyinfra_lengths(doc: dict[str, object]) -> dict[str, dict[str, int]]:
@@ -653,6 +677,7 @@ def main() -> None:
     ap.add_argument("--tools-venv", type=Path, default=TOOLS_VENV, help="ansible-core, pyinfra")
     ap.add_argument("--base-port", type=int, default=BASE_PORT)
     ap.add_argument("--json", type=Path, help="also write every run here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (outputs, logs)")
     for tool in ("drift", "ansible", "pyinfra", "floor"):
         ap.add_argument(f"--skip-{tool}", action="store_true")
     opts = ap.parse_args()
@@ -673,7 +698,7 @@ def main() -> None:
 
     results: list[dict[str, object]] = []
     for n in opts.sizes:
-        with fleet(n, opts.base_port) as f:
+        with fleet(n, opts.base_port, opts.keep) as f:
             print(f"fleet of {n} up ({f.tmp})", file=sys.stderr)
             runs: list[Run] = []
             if not opts.skip_floor:
@@ -693,4 +718,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)  # every sshd was stopped on the way out
