@@ -458,7 +458,10 @@ class CallbackModule(CallbackBase):
 '''
 
 
-def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
+def run_ansible(f: Fleet, forks: int, venv: Path, persist: bool = False) -> Run:
+    """Two raw tasks. Cold: no multiplexing, two connections per node. `persist`: Ansible's own
+    default (ControlPersist 60s), in a control dir of this run's, so one connection per node
+    still starts cold; the masters are stopped afterwards (and their memory is not counted)."""
     reset_logs(f)
     d = f.tmp / "ansible"
     (d / "callbacks").mkdir(parents=True, exist_ok=True)
@@ -475,8 +478,10 @@ def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
         }
     ]
     (d / "drift.yaml").write_text(yaml.safe_dump(play, sort_keys=False))
+    control = d / f"control-{forks}"
+    multiplex = ["-o ControlMaster=auto", "-o ControlPersist=60s"]
     ssh_args = [
-        "-o ControlMaster=no",  # no multiplexing, no ControlPersist: every run is cold
+        *(multiplex if persist else ["-o ControlMaster=no"]),
         f"-o UserKnownHostsFile={f.known_hosts}",
         "-o GlobalKnownHostsFile=/dev/null",
         "-o StrictHostKeyChecking=yes",
@@ -484,7 +489,8 @@ def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
         "-o IdentitiesOnly=yes",
         "-o BatchMode=yes",
     ]
-    count = d / f"count-{forks}.json"
+    setting = f"forks {forks}" + (", ControlPersist" if persist else "")
+    count = d / f"count-{forks}-{persist}.json"
     count.unlink(missing_ok=True)
     env = {
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
@@ -496,6 +502,7 @@ def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
         "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_ARGS": " ".join(ssh_args),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
         "ANSIBLE_SSH_USETTY": "False",  # the verifier key is `restrict`: no pty
         "ANSIBLE_REMOTE_USER": USER,
         "ANSIBLE_PRIVATE_KEY_FILE": str(f.identity),
@@ -507,7 +514,9 @@ def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
         "BENCH_COUNT_OUT": str(count),
     }
     argv = [str(venv / "bin" / "ansible-playbook"), str(d / "drift.yaml")]
-    run = measure(argv, d / f"forks-{forks}.out", env)
+    run = measure(argv, d / f"forks-{forks}-{persist}.out", env)
+    for socket_path in control.glob("*") if persist else ():
+        subprocess.run(["ssh", "-O", "exit", "-S", socket_path, "x"], capture_output=True)
     error = check_served(f)
     if error is None:
         if not count.exists():
@@ -518,7 +527,7 @@ def run_ansible(f: Fleet, forks: int, venv: Path) -> Run:
                 error = f"{len(doc['failed'])} failed, e.g. {doc['failed'][0]}"
             else:
                 error = _lengths_error(f, doc["seen"])
-    return _with(run, "ansible", f"forks {forks}", error)
+    return _with(run, "ansible", setting, error)
 
 
 def run_pyinfra(f: Fleet, venv: Path) -> Run:
@@ -643,14 +652,14 @@ def table(f: Fleet, runs: Sequence[Run]) -> str:
     sizes = ", ".join(f"{verb} {len(a)} B" for verb, a in f.answers.items())
     lines = [
         f"N = {f.size} nodes  (per node: {sizes})",
-        f"  {'tool':8} {'setting':22} {'wall s':>8} {'vs drift':>9} {'peak RSS MiB':>13}"
+        f"  {'tool':8} {'setting':26} {'wall s':>8} {'vs drift':>9} {'peak RSS MiB':>13}"
         f" {'RSS/node KiB':>13}  check",
     ]
     for r in runs:
         check = "ok" if r.error is None else f"FAILED: {r.error}"
         ratio = f"{r.seconds / drift.seconds:8.2f}x" if drift else f"{'-':>9}"
         lines.append(
-            f"  {r.tool:8} {r.setting:22} {r.seconds:8.2f} {ratio} {r.peak_rss / 2**20:13.1f}"
+            f"  {r.tool:8} {r.setting:26} {r.seconds:8.2f} {ratio} {r.peak_rss / 2**20:13.1f}"
             f" {r.peak_rss / 1024 / f.size:13.0f}  {check}"
         )
     ok = [r for r in runs if r.error is None]
@@ -673,6 +682,11 @@ def main() -> None:
     ap.add_argument("--forks", type=_ints, default=[5, 50], help="Ansible forks settings")
     ap.add_argument(
         "--concurrency", default="all", help="drift --concurrency values, e.g. 16,all (all: N)"
+    )
+    ap.add_argument(
+        "--ansible-persist",
+        action="store_true",
+        help="also run Ansible with its default ControlPersist (one connection per node)",
     )
     ap.add_argument("--tools-venv", type=Path, default=TOOLS_VENV, help="ansible-core, pyinfra")
     ap.add_argument("--base-port", type=int, default=BASE_PORT)
@@ -709,8 +723,9 @@ def main() -> None:
             if not opts.skip_pyinfra:
                 runs.append(run_pyinfra(f, opts.tools_venv))
             if not opts.skip_ansible:
-                for forks in opts.forks:
-                    runs.append(run_ansible(f, forks, opts.tools_venv))
+                for persist in (False, True) if opts.ansible_persist else (False,):
+                    for forks in opts.forks:
+                        runs.append(run_ansible(f, forks, opts.tools_venv, persist))
             print(table(f, runs), flush=True)
             results += [{"nodes": n, **asdict(r)} for r in runs]
     if opts.json:
