@@ -79,8 +79,16 @@ def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path) -> Non
 
 
 @contextmanager
-def running_sshd(tmp: Path, *, ecdsa: bool = False) -> Iterator[Sshd]:
-    """Start sshd with everything (keys, config, pid file, log) under `tmp`; stop it afterwards."""
+def running_sshd(
+    tmp: Path,
+    *,
+    ecdsa: bool = False,
+    host_key: KeyPair | None = None,
+    force_command: Path | None = None,
+) -> Iterator[Sshd]:
+    """Start sshd with everything (keys, config, pid file, log) under `tmp`; stop it afterwards.
+    `host_key`: serve this one (default: a new one); `force_command`: every login runs it, with
+    the client's command in $SSH_ORIGINAL_COMMAND (a stand-in node answering recorded output)."""
     if os.geteuid() != 0:
         pytest.fail("the throwaway sshd must run as root (it logs in as root)")
     if not SSHD.exists():
@@ -89,7 +97,7 @@ def running_sshd(tmp: Path, *, ecdsa: bool = False) -> Iterator[Sshd]:
     # would normally create; this machine has no systemd.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    host_key = hostkeys.generate("throwaway-hypervisor")
+    host_key = host_key or hostkeys.generate("throwaway-hypervisor")
     hostkeys.write_private(tmp / "host_ed25519", host_key.private)
     client = hostkeys.generate("provision-test-operator")
     hostkeys.write_private(tmp / "client_ed25519", client.private)
@@ -117,6 +125,7 @@ def running_sshd(tmp: Path, *, ecdsa: bool = False) -> Iterator[Sshd]:
         "StrictModes no\n"
         "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
+        + (f"ForceCommand {force_command}\n" if force_command else "")
     )
     run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
     log = tmp / "sshd.log"

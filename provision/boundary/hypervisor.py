@@ -43,9 +43,11 @@ def _hint(uri: str, exc: libvirt.libvirtError) -> str:
 
 
 class Connection:
-    def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
+    def __init__(self, uri: str, conn: libvirt.virConnect, *, read_only: bool = False) -> None:
         self.uri = uri
         self._conn = conn
+        # Opened with openReadOnly: libvirtd itself refuses every change (drift's guarantee).
+        self.read_only = read_only
 
     def domains(self) -> list[DomainFact]:
         try:
@@ -70,7 +72,13 @@ class Connection:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                 raise HypervisorError(f"{self.uri}: cannot read {dom.name()}: {exc}") from exc
             meta = None
-        return DomainFact(dom.name(), bool(dom.isActive()), dom.XMLDesc(0), meta)
+        try:
+            # The definition the next start uses, which for a running domain may differ from the
+            # live one (`virsh setmaxmem --config`): drift compares both.
+            persistent = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isPersistent() else ""
+            return DomainFact(dom.name(), bool(dom.isActive()), dom.XMLDesc(0), meta, persistent)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: cannot read {dom.name()}: {exc}") from exc
 
     def define(self, xml: str) -> None:
         """Define (or redefine) a domain, letting libvirt validate the XML against its schema."""
@@ -120,6 +128,16 @@ class Connection:
             return pool
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"{self.uri}: storage pool {name}: {exc}") from exc
+
+    def pool_paths(self) -> dict[str, str]:
+        """Every storage pool's name -> its target path ("" for a pool without one, e.g. rbd)."""
+        try:
+            pools = self._conn.listAllStoragePools(0)
+            return {
+                p.name(): ET.fromstring(p.XMLDesc(0)).findtext("target/path") or "" for p in pools
+            }
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"{self.uri}: cannot list storage pools: {exc}") from exc
 
     def pool_free_bytes(self, pool_name: str) -> int:
         return int(self._pool(pool_name).info()[3])
@@ -296,9 +314,11 @@ def _abort(stream: libvirt.virStream) -> None:
 
 
 @contextmanager
-def connect(uri: str) -> Iterator[Connection]:
+def connect(uri: str, read_only: bool = False) -> Iterator[Connection]:
+    """Open the hypervisor; `read_only` asks libvirtd for a connection that cannot change
+    anything (drift), which also needs no write permission on the socket."""
     try:
-        conn = libvirt.open(uri)
+        conn = libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
     except libvirt.libvirtError as exc:
         shown = transport.display_uri(uri)  # without the parameters we added
         line = transport.describe_failure(uri, str(exc))
@@ -306,6 +326,6 @@ def connect(uri: str) -> Iterator[Connection]:
             raise HypervisorError(f"cannot connect to {shown}: {line}") from exc
         raise HypervisorError(f"cannot connect to {shown}: {exc}", hint=_hint(uri, exc)) from exc
     try:
-        yield Connection(uri, conn)
+        yield Connection(uri, conn, read_only=read_only)
     finally:
         conn.close()

@@ -23,6 +23,7 @@ class Verb(StrEnum):
     SETTINGS = "settings"
     IMAGE = "image"
     VERIFY = "verify"
+    DRIFT = "drift"
     POLICY_COVERAGE = "policy-coverage"
 
 
@@ -180,6 +181,34 @@ def parser() -> argparse.ArgumentParser:
         dest="select",
         metavar="EXPR",
         help="only checks matching this pytest -k expression",
+    )
+
+    dr = sub.add_parser(
+        Verb.DRIFT,
+        help="compare hypervisors and nodes with what the inventory renders (read-only)",
+        description="Layer hypervisor: each domain over a read-only libvirt connection (metadata, "
+        "digests, the definition on every field provision sets, domains on our pools that are "
+        "not ours). Layer guest: each node as the verifier over pinned SSH (every catalogue id "
+        "from the verification snapshot, every file, package and firewall rule against the "
+        "image and the seed). Nothing is changed. Exit 0 clean, 2 drift, 3 something "
+        "unreachable, 1 the tool failed.",
+    )
+    _inventory_arg(dr)
+    dr.add_argument("node", nargs="*", help="nodes to check (default: all; same as --nodes)")
+    dr.add_argument(
+        "--layer",
+        choices=("all", "hypervisor", "guest"),
+        default="all",
+        help="compare only this layer (default: both)",
+    )
+    dr.add_argument("--json", action="store_true", help="print the report as JSON")
+    dr.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
+    dr.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="nodes and hypervisors compared at once (default 16; one connection each)",
     )
 
     pc = sub.add_parser(

@@ -217,6 +217,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(r.failed for r in reports) else 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from provision.cli.progress import Progress
+    from provision.drift import report, run
+    from provision.drift.model import Layer
+
+    inv = inventory.load(args.inventory)
+    nodes = workspace.select(inv, [*args.node, *(args.nodes or [])] or None)
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    layers = frozenset(Layer) if args.layer == "all" else frozenset({Layer(args.layer)})
+    today = date.today()
+    for n in nodes:
+        for ig in n.drift_ignores:
+            if ig.expires is not None and ig.expires < today:
+                print(
+                    f"warning: {n.name}: drift ignore {ig.pattern} expired {ig.expires}",
+                    file=sys.stderr,
+                )
+    # Progress on a terminal only: from cron the report alone is printed.
+    quiet = not sys.stderr.isatty()
+    with Progress(False, stream=sys.stderr) as progress:
+        emit: Emit = (lambda _e: None) if quiet else progress
+        result = run.drift(inv, nodes, emit, today, layers=layers, concurrency=args.concurrency)
+    if args.junit:
+        args.junit.write_text(report.to_junit(result))
+    print(report.to_json(result) if args.json else report.text(result))
+    return result.exit_code
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     from provision.desired import policy
 
@@ -294,6 +325,7 @@ COMMANDS = {
     Verb.SETTINGS: cmd_settings,
     Verb.IMAGE: cmd_image,
     Verb.VERIFY: cmd_verify,
+    Verb.DRIFT: cmd_drift,
     Verb.POLICY_COVERAGE: cmd_policy_coverage,
 }
 

@@ -22,6 +22,7 @@ from provision.config.yamlsrc import Loc, Value
 from provision.config.yamlsrc import load as load_yaml
 from provision.core.errors import ConfigError, Problem
 from provision.core.model import (
+    DriftIgnore,
     Inventory,
     K8sInstall,
     Kubernetes,
@@ -361,7 +362,14 @@ def _node(
         problems.append(loc.problem(f"{path}.{key}", message))
 
     waivers = tuple(_waiver(check_id, text, bad) for check_id, text in v["waivers"].items())
-    node = S.NODE.build(v, base=base, name=name, waivers=tuple(w for w in waivers if w is not None))
+    ignores = tuple(_ignore(key, text, bad) for key, text in v["drift_ignore"].items())
+    node = S.NODE.build(
+        v,
+        base=base,
+        name=name,
+        waivers=tuple(w for w in waivers if w is not None),
+        drift_ignores=tuple(i for i in ignores if i is not None),
+    )
     if node.hypervisor not in hypervisors:
         bad("hypervisor", f"unknown hypervisor {node.hypervisor!r}")
     network = networks.get(node.network)
@@ -399,19 +407,30 @@ def _waiver(check_id: str, text: str, bad: Bad) -> Waiver | None:
     if check_id not in catalogue.ids():
         bad(f"waivers.{check_id}", "not a check id of the hardening catalogue")
         return None
+    found = _exception(f"waivers.{check_id}", "waiver", text, bad)
+    return Waiver(check_id, *found) if found else None
+
+
+def _ignore(pattern: str, text: str, bad: Bad) -> DriftIgnore | None:
+    found = _exception(f"drift_ignore.{pattern}", "ignore", text, bad)
+    return DriftIgnore(pattern, *found) if found else None
+
+
+def _exception(key: str, what: str, text: str, bad: Bad) -> tuple[str, date | None] | None:
+    """(reason, expiry) of `reason` or `until YYYY-MM-DD: reason`."""
     expires = None
     m = _UNTIL.match(text)
     if m:
         try:
             expires = date.fromisoformat(m.group(1))
         except ValueError:
-            bad(f"waivers.{check_id}", f"{m.group(1)!r} is not a date (YYYY-MM-DD)")
+            bad(key, f"{m.group(1)!r} is not a date (YYYY-MM-DD)")
             return None
         text = m.group(2)
     if len(text.strip()) < 10:
-        bad(f"waivers.{check_id}", "give the reason for the waiver (at least a sentence)")
+        bad(key, f"give the reason for the {what} (at least a sentence)")
         return None
-    return Waiver(check_id, text.strip(), expires)
+    return text.strip(), expires
 
 
 def _check_address(text: str, cidr: str | None, bad: Bad) -> None:

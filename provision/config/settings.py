@@ -287,6 +287,17 @@ NODE = Table(
         pattern=r"^HN-[A-Z0-9]+-[0-9]{2}$",
         seed=False,  # judging the node, not building it: no policy field needs to watch it
     ),
+    Setting(
+        "drift_ignore",
+        Kind.MAP,
+        "`provision drift` exceptions: item key pattern (fnmatch, e.g. file:/etc/motd, "
+        "package:*) -> reason, optionally 'until YYYY-MM-DD: reason' (an expired ignore no "
+        "longer applies).",
+        {},
+        pattern=r"^[A-Za-z0-9_.:/*?\[\]@+=-]{1,200}$",
+        dest="drift_ignores",
+        seed=False,  # judging the node, not building it
+    ),
     # Only on a node itself: defaults and groups are parsed without it.
     Setting(
         "groups",

@@ -85,6 +85,16 @@ class Waiver:
 
 
 @dataclass(frozen=True)
+class DriftIgnore:
+    """An inventory exception to `provision drift`: items whose key matches `pattern` (fnmatch,
+    e.g. `file:/etc/motd` or `package:*`) are listed as ignored, not drift, until `expires`."""
+
+    pattern: str
+    reason: str
+    expires: date | None
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     hypervisor: str
@@ -104,6 +114,7 @@ class Node:
     labels: tuple[tuple[str, str], ...]  # owner/env labels, sorted
     groups: tuple[str, ...]
     waivers: tuple[Waiver, ...] = ()  # verification exceptions; not part of the node's state
+    drift_ignores: tuple[DriftIgnore, ...] = ()  # drift exceptions; neither
 
 
 class K8sInstall(StrEnum):

@@ -323,6 +323,9 @@ class DomainFact:
     active: bool
     xml: str
     meta: NodeMeta | None  # None: the domain is not ours (no provision metadata)
+    # The definition the next start uses (VIR_DOMAIN_XML_INACTIVE); "" for a transient domain.
+    # For a shut-off domain it equals `xml`; for a running one `xml` is the live state.
+    persistent_xml: str = ""
 
 
 def uses_golden(xml: str, pool_path: str, volume: str) -> bool:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
+from provision.core.model import DriftIgnore
+
 
 class Layer(StrEnum):
     HYPERVISOR = "hypervisor"  # libvirt's view: no guest login
@@ -38,30 +40,15 @@ class Item:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Ignore:
-    """An inventory exception: items whose key matches `pattern` (fnmatch) are not drift."""
-
-    pattern: str
-    reason: str
-    expires: date | None
-
-    def live(self, today: date) -> bool:
-        return self.expires is None or self.expires >= today
-
-    def matches(self, key: str) -> bool:
-        return fnmatch.fnmatchcase(key, self.pattern)
-
-
 def split_ignored(
-    items: Iterable[Item], ignores: Iterable[Ignore], today: date
-) -> tuple[list[Item], list[tuple[Item, Ignore]]]:
+    items: Iterable[Item], ignores: Iterable[DriftIgnore], today: date
+) -> tuple[list[Item], list[tuple[Item, DriftIgnore]]]:
     """(drift, ignored): an expired ignore no longer applies."""
-    live = [i for i in ignores if i.live(today)]
+    live = [i for i in ignores if i.expires is None or i.expires >= today]
     drift: list[Item] = []
-    ignored: list[tuple[Item, Ignore]] = []
+    ignored: list[tuple[Item, DriftIgnore]] = []
     for item in items:
-        hit = next((i for i in live if i.matches(item.key)), None)
+        hit = next((i for i in live if fnmatch.fnmatchcase(item.key, i.pattern)), None)
         if hit is None:
             drift.append(item)
         else:

@@ -1,0 +1,305 @@
+"""Layer 2, the node's own view: one pinned SSH connection as the verifier, three read-only helper
+verbs (the verification snapshot, the file tree, packages and the expected firewall), then pure
+comparisons with what the inventory renders.
+
+The collection sends nothing but those three commands (tests/test_drift_readonly.py records
+every command a node receives): no container probe, no `sudo -l`, nothing that writes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from provision.baseline import hardening
+from provision.boundary import ssh
+from provision.core.errors import SSHError
+from provision.desired import render
+from provision.drift.model import Fix, Item, Layer
+from provision.verify.runner import Result
+from provision.verify.snapshot import Part
+
+VERBS = ("snapshot", "tree", "drift")
+AUDIT_RULES = "/etc/audit/rules.d/60-provision.rules"  # the seed's (provision.desired.seed)
+COMMAND_TIMEOUT_S = 300.0  # the snapshot took 18-23 s under TCG; the tree walk is of that order
+
+
+def command(verb: str) -> list[str]:
+    return ["sudo", "-n", hardening.FACTS_HELPER, verb]
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one node answered, verb by verb."""
+
+    parts: dict[str, Part]
+    server_version: str
+    seconds: float
+
+    def text(self, verb: str) -> str:
+        """The verb's output, or SSHError naming what the helper said (an unreachable-grade
+        failure: without the evidence nothing can be compared)."""
+        part = self.parts[verb]
+        if part.rc != 0:
+            tail = part.stderr.strip()[-300:] or f"exit {part.rc}"
+            raise SSHError(f"the facts helper's `{verb}` failed: {tail}")
+        return part.stdout
+
+
+def collect(session: ssh.Session) -> Collected:
+    """Each verb on its own channel of the one connection, all at once."""
+    t0 = time.monotonic()
+
+    def run(verb: str) -> Part:
+        r = session.run(command(verb), check=False, timeout=COMMAND_TIMEOUT_S)
+        return Part(r.returncode, r.stdout, r.stderr)
+
+    with ThreadPoolExecutor(len(VERBS), thread_name_prefix="drift-collect") as pool:
+        futures = {verb: pool.submit(run, verb) for verb in VERBS}
+        parts = {verb: f.result() for verb, f in futures.items()}
+    return Collected(parts, session.server_version, time.monotonic() - t0)
+
+
+# --- what the seed wrote ---------------------------------------------------------------------
+
+
+def rendered_files(r: render.NodeRender) -> dict[str, str]:
+    """path -> content of every file the node's seed writes (cloud-init write_files), exactly
+    as cloud-init will write it (the YAML parsed back). Only to compare: never printed."""
+    doc: dict[str, Any] = yaml.safe_load(r.seed.user_data.reveal())
+    return {str(f["path"]): str(f.get("content", "")) for f in doc.get("write_files") or ()}
+
+
+def secret_paths(files: dict[str, str]) -> frozenset[str]:
+    """Seed files holding private key material (the node's host key): compared, never shown,
+    not even as a hash."""
+    return frozenset(p for p, content in files.items() if _PEM_PRIVATE.search(content))
+
+
+_PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+# --- catalogue ---------------------------------------------------------------------------------
+
+DRIFTED = frozenset({"FAIL", "ERROR", "WARN"})
+
+
+def catalogue_items(node: str, results: tuple[Result, ...]) -> list[Item]:
+    """A catalogue id that does not pass (or is not exempted) is drift on a node that passed
+    verification when `up` built it."""
+    out = []
+    for res in results:
+        if res.status.name not in DRIFTED:
+            continue
+        first = (res.detail.strip().splitlines() or [""])[0]
+        out.append(
+            Item(
+                node,
+                Layer.GUEST,
+                res.id,
+                "PASS",
+                f"{res.status.name}: {first}"[:200],
+                Fix.REPLACE,
+                detail=f"{res.title}. {res.remediation}".strip(),
+            )
+        )
+    return out
+
+
+# --- packages ----------------------------------------------------------------------------------
+
+
+def sections(text: str) -> dict[str, str]:
+    """The `drift` verb's parts: each begins with a line `== name`."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            current = out.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {k: "\n".join(v) + ("\n" if v else "") for k, v in out.items()}
+
+
+def parse_packages(text: str) -> dict[str, str]:
+    """dpkg-query lines `name TAB version TAB arch TAB status` -> name -> "version arch";
+    packages not installed (removed, config files only) are left out."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[3] == "installed":
+            out[fields[0]] = f"{fields[1]} {fields[2]}"
+    return out
+
+
+def package_items(
+    node: str, image: tuple[tuple[str, str, str], ...], installed: dict[str, str]
+) -> list[Item]:
+    """Every package against the image manifest (name, version, arch): an upgrade, a removal or
+    an extra package is drift. Nodes install nothing at boot, so the image is the whole set."""
+    expected = {name: f"{version} {arch}" for name, version, arch in image}
+    out = []
+    for name in sorted(expected.keys() | installed.keys()):
+        want, have = expected.get(name), installed.get(name)
+        if want == have:
+            continue
+        out.append(
+            Item(
+                node,
+                Layer.GUEST,
+                f"package:{name}",
+                want or "not installed (not in the image)",
+                have or "not installed",
+                Fix.REPLACE,
+            )
+        )
+    return out
+
+
+# --- firewall ----------------------------------------------------------------------------------
+
+_COUNTER = re.compile(r"\s*\bcounter packets \d+ bytes \d+")
+_TABLE = re.compile(r"^table (\S+) (\S+) \{$")
+OUR_TABLE = ("inet", "provision")
+
+
+def nft_tables(ruleset: str) -> dict[tuple[str, str], str]:
+    """`nft list ruleset` split by table, counters dropped (they move; rules do not)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    current: list[str] | None = None
+    for raw in ruleset.splitlines():
+        line = _COUNTER.sub("", raw).rstrip()
+        m = _TABLE.match(line)
+        if m:
+            current = out.setdefault((m.group(1), m.group(2)), [])
+        if current is not None and line.strip():
+            current.append(line)
+        if line == "}":
+            current = None
+    return {k: "\n".join(v) + "\n" for k, v in out.items()}
+
+
+def expected_tables(roles: frozenset[str]) -> frozenset[tuple[str, str]]:
+    """Tables other programs of the node's roles keep beside ours (their rules are theirs)."""
+    tables = {OUR_TABLE}
+    if "rootful" in roles:  # dockerd through iptables-nft
+        tables |= {("ip", "nat"), ("ip", "filter"), ("ip6", "nat"), ("ip6", "filter")}
+    if roles & {"k8s-control-plane", "k8s-worker"}:  # kube-proxy (iptables mode) and the CNI
+        tables |= {("ip", "nat"), ("ip", "filter"), ("ip", "mangle")}
+        tables |= {("ip6", "nat"), ("ip6", "filter"), ("ip6", "mangle")}
+    return frozenset(tables)
+
+
+def firewall_items(node: str, live: str, expected: str, roles: frozenset[str]) -> list[Item]:
+    """Our table, live, exactly as nft prints the node's firewall file (any extra or missing
+    rule is drift), and no table that neither we nor the node's roles keep."""
+    out = []
+    tables = nft_tables(live)
+    want = nft_tables(expected).get(OUR_TABLE)
+    have = tables.get(OUR_TABLE)
+    if want is None:
+        out.append(
+            Item(
+                node,
+                Layer.GUEST,
+                "nft:inet provision",
+                "the firewall file loads",
+                expected.strip().splitlines()[-1] if expected.strip() else "no output",
+                Fix.REPLACE,
+            )
+        )
+    elif have != want:
+        diff = difflib.unified_diff(
+            want.splitlines(), (have or "").splitlines(), "rendered", "live", lineterm="", n=0
+        )
+        changed = [d for d in diff if d[:1] in "+-" and d[:3] not in ("+++", "---")]
+        out.append(
+            Item(
+                node,
+                Layer.GUEST,
+                "nft:inet provision",
+                "the rendered ruleset",
+                "absent" if have is None else f"{len(changed)} rule line(s) differ",
+                Fix.REPLACE,
+                detail="\n".join(changed[:20]),
+            )
+        )
+    for family, name in sorted(tables.keys() - expected_tables(roles)):
+        out.append(
+            Item(
+                node,
+                Layer.GUEST,
+                f"nft:{family} {name}",
+                "absent",
+                "a table nothing of ours keeps",
+                Fix.MANUAL,
+                detail=tables[(family, name)][:400],
+            )
+        )
+    return out
+
+
+# --- audit rules -------------------------------------------------------------------------------
+
+
+# An unset login uid: the file may say `unset` or 4294967295, auditctl -l prints -1.
+_UNSET = re.compile(r"(?<=[=<>])(unset|4294967295)$")
+
+
+def audit_rule(line: str) -> str:
+    """One rule in a canonical form. auditctl -l prints a syscall rule's `-k K` as `-F key=K`,
+    may list its syscalls in another order than they were loaded, and prints a watch's
+    permissions in rwxa order whatever order the file gave, and an unset auid as -1."""
+    words = shlex.split(line)
+    syscalls: set[str] = set()
+    fields = []
+    for flag, value in zip(words[::2], words[1::2], strict=False):
+        if flag == "-S":
+            syscalls |= set(value.split(","))
+        elif flag == "-p":
+            fields.append(f"-p {''.join(c for c in 'rwxa' if c in value)}")
+        elif flag == "-k":
+            fields.append(f"-F key={value}")
+        elif flag == "-F":
+            fields.append(f"-F {_UNSET.sub('-1', value)}")
+        else:
+            fields.append(f"{flag} {value}")
+    head = [f for f in fields if f.startswith(("-a ", "-A ", "-w "))]
+    rest = sorted(f for f in fields if f not in head)
+    calls = [f"-S {','.join(sorted(syscalls))}"] if syscalls else []
+    return " ".join([*head, *calls, *rest])
+
+
+def audit_rules(text: str) -> list[str]:
+    """The rules of a rules file or of `auditctl -l`: watches and syscall rules only (the
+    control lines -D, -b, -f, -e and --backlog_wait_time are not rules)."""
+    lines = (ln.strip() for ln in text.splitlines())
+    return sorted(audit_rule(ln) for ln in lines if ln.startswith(("-w ", "-a ", "-A ")))
+
+
+def audit_items(node: str, live: str, rendered: str) -> list[Item]:
+    """The kernel's loaded audit rules equal the rendered file's, rule for rule."""
+    want, have = audit_rules(rendered), audit_rules(live)
+    if want == have:
+        return []
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    lines = [f"- {r}" for r in missing] + [f"+ {r}" for r in extra]
+    return [
+        Item(
+            node,
+            Layer.GUEST,
+            "audit:rules",
+            f"{len(want)} rendered rules",
+            f"{len(have)} loaded: {len(missing)} missing, {len(extra)} extra",
+            Fix.REPLACE,
+            detail="\n".join(lines[:20]),
+        )
+    ]
