@@ -3,24 +3,30 @@
 A simulated fleet on this machine: N sshd processes on 127.0.0.1 (one per port from
 BASE_PORT up, key-only, each with its own ed25519 host key, the one provision stores for that
 node) stand in for N "already provisioned" nodes, so only layer 2 (the guest) is checked. Every
-node's ForceCommand is a fake facts helper: it answers the two commands drift sends,
-`helper_command("snapshot")` and `helper_command("tree")`, with recorded answers (SNAPSHOT, TREE),
-and refuses anything else (exit 127, logged). Each tool runs the very same two commands on every
-node, so every tool moves the same bytes:
+node's ForceCommand is a fake facts helper: it answers the commands drift sends (one per verb
+of provision.drift.guest.VERBS: `sudo -n FACTS_HELPER snapshot`, `... tree`, `... drift`) with
+what a real node answered (ANSWERS), and refuses anything else (exit 127, logged). Each tool runs
+the very same commands on every node, so every tool moves the same bytes:
 
 - drift: `provision drift -i INV --layer guest --json --concurrency C` (one connection per node,
-  the two commands on two channels at once);
-- ansible: a playbook of two `raw` tasks (no Python on the node: raw is what runs a command as
-  is), forks 5 and 50, host keys pinned (StrictHostKeyChecking=yes, our known_hosts only),
-  no ControlMaster/ControlPersist (a cold run like the others), facts not gathered;
-- pyinfra: `pyinfra INV fact server.Command ...` for both commands, strict host key checking
-  against our known_hosts;
-- floor: a thread per node, one paramiko connection each, the two commands on two channels.
+  the commands on channels of their own, at once);
+- ansible: a playbook of one `raw` task per command (no Python on the node: raw runs a command
+  as it is), forks 5 and 50, host keys pinned (StrictHostKeyChecking=yes, our known_hosts
+  only), no ControlMaster/ControlPersist (a cold run like the others: a connection per task),
+  facts not gathered; `--ansible-persist` adds Ansible's default ControlPersist;
+- pyinfra: `pyinfra INV fact server.Command ...` for each command (one connection per node),
+  strict host key checking against our known_hosts;
+- floor: a thread per node, one paramiko connection each, the commands on channels at once.
+
+The inventory is inventories/local.yaml's shape with its state under the temp dir: each node's
+host key, the verifier key and known_hosts are created there as `provision up` would, and the
+golden image's small files are copied from IMAGE_STORE (drift compares packages and files with
+its manifest).
 
 Every run is checked before it counts: the fake nodes log each answer they serve, and each node
-must have served both commands exactly once and refused nothing; where the tool hands back the
-output (all but drift), every node's answers must have the recorded lengths. A failed run is
-reported as FAILED with its reason, never timed as fast.
+must have served every command exactly once and refused nothing; where the tool hands back the
+output (all but drift, which must name every node in its report), every node's answers must have
+the recorded lengths. A failed run is reported as FAILED with its reason, never timed as fast.
 
 Memory: the peak of the summed RSS of the tool's process tree (sampled every SAMPLE_S; Ansible's
 forks and ssh clients included, the fake nodes not), divided by N.
@@ -70,19 +76,31 @@ import yaml
 
 from provision.baseline import hardening
 from provision.config import inventory as inventory_file
+from provision.core.model import ImageSpec
 from provision.desired import seed
+from provision.drift import guest
+from provision.image import image, store
 from provision.state import keys, paths, workspace
-from provision.verify.plugin import helper_command
 
 ROOT = Path(__file__).resolve().parent.parent
-SNAPSHOT = ROOT / "tests" / "data" / "snapshot" / "snapshot.json"
-TREE = ROOT / "tests" / "data" / "snapshot" / "tree.txt"  # the lead records it; else a placeholder
+RECORDED = ROOT / "tests" / "data" / "snapshot"
+# What each helper verb drift sends answers, as recorded on a real node. No tree.txt yet: the
+# tree verb answers a generated placeholder (PLACEHOLDER_TREE_LINES lines) until it is recorded.
+ANSWERS = {
+    "snapshot": RECORDED / "snapshot.json",
+    "tree": RECORDED / "tree.txt",
+    "drift": RECORDED / "drift.txt",
+}
+# The golden image drift compares packages and files with: its small files (manifest, SBOM,
+# file list) are copied into the bench's state dir; the disk, kernel and initrd are not needed.
+IMAGE_STORE = Path("/var/lib/provision-test/images")
+IMAGE_FILE_MAX = 8 * 2**20
 TOOLS_VENV = Path("/work/bench-venv")
 SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"
 BASE_PORT = 20000
-VERBS = ("snapshot", "tree")
-COMMANDS = {verb: helper_command(verb) for verb in VERBS}
+COMMANDS = {verb: shlex.join(guest.command(verb)) for verb in guest.VERBS}  # what drift sends
+VERBS = tuple(COMMANDS)
 USER = hardening.VERIFIER_USER
 SAMPLE_S = 0.1
 RUN_TIMEOUT_S = 1800
@@ -244,12 +262,12 @@ def _stop(procs: dict[int, subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def fleet(n: int, base_port: int, keep: bool = False) -> Iterator[Fleet]:
+def fleet(n: int, base_port: int, image_store: Path, keep: bool = False) -> Iterator[Fleet]:
     """N fake nodes, their inventory and provision's keys; every sshd is stopped afterwards, and
     the temp dir (private keys included) removed unless `keep`."""
     tmp = Path(tempfile.mkdtemp(prefix="provision-drift-bench-"))
     try:
-        yield from _fleet(tmp, n, base_port)
+        yield from _fleet(tmp, n, base_port, image_store)
     finally:
         if keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -257,23 +275,37 @@ def fleet(n: int, base_port: int, keep: bool = False) -> Iterator[Fleet]:
             shutil.rmtree(tmp)
 
 
-def _fleet(tmp: Path, n: int, base_port: int) -> Iterator[Fleet]:
+def copy_image(spec: ImageSpec, source: Path, target: Path) -> None:
+    """The built golden image's small files (manifest, SBOM, file lists) into the bench's store:
+    what drift compares a node with, without its disk."""
+    src, dst = image.image_dir(source, spec), image.image_dir(target, spec)
+    if not (src / "manifest.json").exists():
+        print(f"no golden image at {src}: drift will fail (--image-store)", file=sys.stderr)
+        return
+    dst.mkdir(parents=True, mode=0o700)
+    for path in src.iterdir():
+        if path.is_file() and path.stat().st_size <= IMAGE_FILE_MAX:
+            shutil.copy2(path, dst / path.name)
+
+
+def _fleet(tmp: Path, n: int, base_port: int, image_store: Path) -> Iterator[Fleet]:
     # sshd reads the authorized keys and runs the ForceCommand as the verifier.
     tmp.chmod(0o755)
     logs = tmp / "logs"
     logs.mkdir()
     os.chown(logs, pwd.getpwnam(USER).pw_uid, -1)
-    tree = TREE
-    if not tree.exists():
-        tree = tmp / "tree-placeholder.txt"
-        tree.write_text(
+    answer_files = dict(ANSWERS)
+    if not answer_files["tree"].exists():
+        answer_files["tree"] = tmp / "tree-placeholder.txt"
+        answer_files["tree"].write_text(
             "".join(
                 f"f 0644 0 0 {i:064x} /etc/bench/placeholder-{i:05d}\n"
                 for i in range(PLACEHOLDER_TREE_LINES)
             )
         )
-        print(f"no {TREE.relative_to(ROOT)} yet: tree answers a placeholder", file=sys.stderr)
-    answer_files = {"snapshot": SNAPSHOT, "tree": tree}
+        print(
+            f"no {ANSWERS['tree'].relative_to(ROOT)}: tree answers a placeholder", file=sys.stderr
+        )
     force = tmp / "provision-facts"
     force.write_text(fake_helper(answer_files, logs))
     force.chmod(0o755)
@@ -282,6 +314,7 @@ def _fleet(tmp: Path, n: int, base_port: int) -> Iterator[Fleet]:
     ports = dict(zip(names, free_ports(n, base_port), strict=True))
     inv_path = write_inventory(tmp, list(ports.values()))
     inv = inventory_file.load(inv_path)
+    copy_image(inv.image, image_store, store.images_dir(inv.state_dir))
     # What `provision up` would have left: every node's host key, the verifier key, known_hosts.
     for node in inv.nodes:
         keys.load_or_create(paths.node_host_key(inv, node.name), node.name)
@@ -374,9 +407,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(f: Fleet, argv: Sequence[str], out: Path, env: dict[str, str] | None = None) -> Run:
+def measure(
+    f: Fleet,
+    argv: Sequence[str],
+    out: Path,
+    env: dict[str, str] | None = None,
+    after: Callable[[], None] | None = None,
+) -> Run:
     """Run argv (stdout to `out`), timed, its process tree's RSS sampled, its CPU and the nodes'
-    counted; error set on exit > 0."""
+    counted (after `after`, untimed, closed what the tool left open); error set on exit > 0."""
     peak = 0
     cpu0, nodes0 = _children_cpu(), _nodes_cpu(f.sshd_pids)
     done = threading.Event()
@@ -410,6 +449,8 @@ def measure(f: Fleet, argv: Sequence[str], out: Path, env: dict[str, str] | None
             done.set()
         seconds = time.monotonic() - t0
         sampler.join()
+    if after is not None:
+        after()
     time.sleep(0.2)  # the listeners reap their last connections
     tool_cpu, nodes_cpu = _children_cpu() - cpu0, _nodes_cpu(f.sshd_pids) - nodes0
     error = f"timed out after {RUN_TIMEOUT_S} s" if timed_out else None
@@ -563,9 +604,12 @@ def run_ansible(f: Fleet, forks: int, venv: Path, persist: bool = False) -> Run:
         "BENCH_COUNT_OUT": str(count),
     }
     argv = [str(venv / "bin" / "ansible-playbook"), str(d / "drift.yaml")]
-    run = measure(f, argv, d / f"forks-{forks}-{persist}.out", env)
-    for socket_path in control.glob("*") if persist else ():
-        subprocess.run(["ssh", "-O", "exit", "-S", socket_path, "x"], capture_output=True)
+
+    def stop_masters() -> None:
+        for socket_path in control.glob("*"):
+            subprocess.run(["ssh", "-O", "exit", "-S", socket_path, "x"], capture_output=True)
+
+    run = measure(f, argv, d / f"forks-{forks}-{persist}.out", env, stop_masters)
     error = check_served(f)
     if error is None:
         if not count.exists():
@@ -762,6 +806,9 @@ def main() -> None:
     )
     ap.add_argument("--tools-venv", type=Path, default=TOOLS_VENV, help="ansible-core, pyinfra")
     ap.add_argument("--base-port", type=int, default=BASE_PORT)
+    ap.add_argument(
+        "--image-store", type=Path, default=IMAGE_STORE, help="where the built golden image is"
+    )
     ap.add_argument("--json", type=Path, help="also write every run here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (outputs, logs)")
     for tool in ("drift", "ansible", "pyinfra", "floor"):
@@ -784,7 +831,7 @@ def main() -> None:
 
     results: list[dict[str, object]] = []
     for n in opts.sizes:
-        with fleet(n, opts.base_port, opts.keep) as f:
+        with fleet(n, opts.base_port, opts.image_store, opts.keep) as f:
             print(f"fleet of {n} up ({f.tmp})", file=sys.stderr)
             runs: list[Run] = []
             if not opts.skip_floor:
