@@ -29,7 +29,10 @@ output (all but drift, which must name every node in its report), every node's a
 the recorded lengths. A failed run is reported as FAILED with its reason, never timed as fast.
 
 Memory: the peak of the summed RSS of the tool's process tree (sampled every SAMPLE_S; Ansible's
-forks and ssh clients included, the fake nodes not), divided by N.
+forks and ssh clients included, the fake nodes not), divided by N. Pages the forks share are
+counted in each, so Ansible's figure is an upper bound. CPU: the tool's tree (its reaped
+children included) and the fake nodes' (every connection's sshd, PAM, shell and cat), both on
+this machine's cores: at 200 nodes the floor is CPU-bound, half of it the nodes' own share.
 
 Once per machine (as root):
 
