@@ -505,15 +505,28 @@ def run_drift(f: Fleet, concurrency: int) -> Run:
     run = measure(f, argv, out)
     text = out.read_text(errors="replace")
     # drift exits 2 when it found drift (the recorded snapshot is not these nodes' desired
-    # state); argparse exits 2 too, so exit 2 counts only with a report on stdout.
-    if run.error and run.error.startswith("exit 2:") and text.lstrip().startswith(("{", "[")):
+    # state), 3 when a node was unreachable: with a report on stdout (argparse exits 2 too),
+    # the report says what went wrong.
+    if run.error and run.error.startswith(("exit 2:", "exit 3:")) and text.lstrip()[:1] == "{":
         run = replace(run, error=None)
     error = check_served(f)
     if error is None and run.error is None:
-        missing = [node for node in f.ports if f'"{node}"' not in text]
-        if missing:
-            error = f"{len(missing)} nodes missing from the report, e.g. {missing[:3]}"
+        error = _report_error(f, text)
     return _with(run, "drift", f"concurrency {concurrency}", error)
+
+
+def _report_error(f: Fleet, text: str) -> str | None:
+    """drift --json must have compared every node: each in `nodes` and `seconds`, none in
+    `unreachable`."""
+    try:
+        doc = json.loads(text)
+        unreachable, nodes, seconds = doc["unreachable"], set(doc["nodes"]), set(doc["seconds"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"unreadable report: {exc!r}"
+    if unreachable:
+        return f"{len(unreachable)} unreachable, e.g. {unreachable[0]}"
+    missing = [node for node in f.ports if node not in nodes or node not in seconds]
+    return f"{len(missing)} nodes not compared, e.g. {missing[:3]}" if missing else None
 
 
 ANSIBLE_CALLBACK = '''
