@@ -97,6 +97,10 @@ ANSWERS = {
 # The golden image drift compares packages and files with: its small files (manifest, SBOM,
 # file list) are copied into the bench's state dir; the disk, kernel and initrd are not needed.
 IMAGE_STORE = Path("/var/lib/provision-test/images")
+# An image built before drift had no file list (provision.image.files.FILES_ARTIFACT): the one
+# recorded with the tree stands in for it.
+IMAGE_FILES = "files.json.gz"
+RECORDED_IMAGE_FILES = ROOT / "tests" / "data" / "drift" / IMAGE_FILES
 IMAGE_FILE_MAX = 8 * 2**20
 TOOLS_VENV = Path("/work/bench-venv")
 SSHD = Path("/usr/sbin/sshd")
@@ -289,6 +293,8 @@ def copy_image(spec: ImageSpec, source: Path, target: Path) -> None:
     for path in src.iterdir():
         if path.is_file() and path.stat().st_size <= IMAGE_FILE_MAX:
             shutil.copy2(path, dst / path.name)
+    if not (dst / IMAGE_FILES).exists() and RECORDED_IMAGE_FILES.exists():
+        shutil.copy2(RECORDED_IMAGE_FILES, dst / IMAGE_FILES)
 
 
 def _fleet(tmp: Path, n: int, base_port: int, image_store: Path) -> Iterator[Fleet]:
