@@ -146,7 +146,7 @@ def test_sysctl_without_evidence_is_an_error_every_time_it_is_asked() -> None:
     facts = Facts(pinned_host(RecordedNode(json.dumps(doc)), "n1"))  # type: ignore[arg-type]
     try:
         for _ in range(2):
-            with pytest.raises(FactsError, match="no kernel.ostype"):
+            with pytest.raises(FactsError, match=r"no kernel\.ostype"):
                 facts.sysctl()
     finally:
         facts.close()

@@ -102,7 +102,8 @@ class OfflineHost:
     def __init__(self, snapshot_text: str) -> None:
         self._text = snapshot_text
         self._lock = threading.Lock()  # Facts asks from its own pool thread
-        self.asked: list[str] = []
+        self.asked: list[str] = []  # every command asked for, answered or not
+        self.refused: list[str] = []  # what each refusal needed, in order
 
     def run(self, command: str, *args: str) -> Part:
         # testinfra's quoting of the arguments, so a check sees the command it would send
@@ -111,15 +112,22 @@ class OfflineHost:
             self.asked.append(cmd)
         if cmd == SNAPSHOT_COMMAND:
             return Part(0, self._text, "")
-        raise NotCollected(_needs(cmd))
+        self._refuse(_needs(cmd))
 
     def file(self, path: str) -> NoReturn:
         with self._lock:
             self.asked.append(f"file {path}")
-        raise NotCollected(f"{path} read on the node")
+        self._refuse(f"{path} read on the node")
 
     def __getattr__(self, name: str) -> NoReturn:  # any other testinfra module
-        raise NotCollected(f"testinfra's host.{name} on the node")
+        if name.startswith("_"):  # copy, pickle and our own attributes before __init__
+            raise AttributeError(name)
+        self._refuse(f"testinfra's host.{name} on the node")
+
+    def _refuse(self, what: str) -> NoReturn:
+        with self._lock:
+            self.refused.append(what)
+        raise NotCollected(what)
 
 
 def _needs(cmd: str) -> str:
@@ -163,10 +171,15 @@ def judge(
             t0 = time.perf_counter()
             decided = decision(case.check_id, profile, live)
             if decided is None:
+                refused = len(host.refused)
                 try:
                     decided = _run(case, fixtures)
                 except NotCollected as exc:
                     missing.setdefault(case.check_id, []).append(exc.what)
+                    continue
+                if len(host.refused) > refused:
+                    # The check caught the refusal and went on: its verdict is not the node's.
+                    missing.setdefault(case.check_id, []).extend(host.refused[refused:])
                     continue
             seconds = time.perf_counter() - t0
             outcomes.append(Outcome(case.check_id, case.nodeid, *decided, seconds=seconds))
