@@ -54,7 +54,6 @@ __all__ = [
     "collect",
     "collect_from",
     "evaluate",
-    "judge",
 ]
 
 # The fixtures `plugin.Plugin` gives the suite; a test asking for any other fails collection.
@@ -91,7 +90,9 @@ class Case:
 @dataclass(frozen=True)
 class Evaluation:
     results: tuple[runner.Result, ...]  # one per catalogue id, as runner.fold gives them
-    not_evaluated: frozenset[str]  # ids with a test that needed evidence outside the snapshot
+    # Ids with a test that needed evidence outside the snapshot, in catalogue order: SKIP, or
+    # what their other tests found when that already fails them.
+    not_evaluated: tuple[str, ...]
     asked: tuple[str, ...]  # every command a check asked the host for, answered or not
 
 
@@ -146,19 +147,9 @@ def evaluate(
     waivers: tuple[Waiver, ...],
     today: date,
     server_version: str,
-) -> tuple[runner.Result, ...]:
-    """One result per catalogue id for the node whose snapshot this is, as verify folds them."""
-    return judge(profile, snapshot_text, waivers, today, server_version).results
-
-
-def judge(
-    profile: Profile,
-    snapshot_text: str,
-    waivers: tuple[Waiver, ...],
-    today: date,
-    server_version: str,
 ) -> Evaluation:
-    """`evaluate`, with the ids it could not evaluate and what the checks asked for."""
+    """One result per catalogue id for the node whose snapshot this is, as verify folds them,
+    and the ids it could not evaluate from the snapshot alone."""
     cases = collect()
     host = OfflineHost(snapshot_text)
     facts = Facts(host)
@@ -188,7 +179,7 @@ def judge(
     folded = runner.fold(profile, outcomes, waivers, today)
     return Evaluation(
         tuple(_offline(r, outcomes, missing.get(r.id)) for r in folded),
-        frozenset(missing),
+        tuple(r.id for r in folded if r.id in missing),
         tuple(host.asked),
     )
 
