@@ -13,6 +13,7 @@ Taken with `bench/bench_verify.py --record`; it holds no private key material.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from provision.boundary.process import Result
 from provision.core.model import DockerMode
 from provision.verify import runner
 from provision.verify.checks import Status
-from provision.verify.plugin import Profile
+from provision.verify.plugin import Outcome, Profile
 from provision.verify.snapshot import parse_snapshot
 
 DATA = Path(__file__).parent / "data" / "snapshot"
@@ -149,11 +150,27 @@ def recorded_profile(roles: str = "all rootful rootless") -> Profile:
     )
 
 
+# The suite's outcomes by recording and profile: the mutation tests and the offline evaluator's
+# oracle (tests/test_verify_evaluate.py) judge the same recordings, and a run costs ~0.4 s.
+_RUNS: dict[tuple[str, Profile], tuple[Outcome, ...]] = {}
+
+
+def outcomes(recording: Recording, profile: Profile) -> tuple[Outcome, ...]:
+    """The whole suite run on the recording (once per recording and profile)."""
+    answers = [recording.answers(), recording.exits(), recording.server_version]
+    key = hashlib.sha256(json.dumps(answers, sort_keys=True).encode()).hexdigest()
+    if (key, profile) not in _RUNS:
+        node = RecordedNode(recording)
+        run_ = runner.run_suite(node, profile, (), TODAY)  # type: ignore[arg-type]
+        _RUNS[key, profile] = tuple(run_.outcomes)
+    return _RUNS[key, profile]
+
+
 def verdicts(recording: Recording, profile: Profile | None = None) -> dict[str, runner.Result]:
     """The whole suite on the recording, one result per catalogue id that ran."""
     prof = profile or recorded_profile()
-    run_ = runner.run_suite(RecordedNode(recording), prof, (), TODAY)  # type: ignore[arg-type]
-    return {r.id: r for r in runner.fold(prof, run_.outcomes, (), TODAY, selected=True)}
+    found = outcomes(recording, prof)
+    return {r.id: r for r in runner.fold(prof, found, (), TODAY, selected=True)}
 
 
 def by_status(results: dict[str, runner.Result], *statuses: Status) -> set[str]:

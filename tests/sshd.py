@@ -124,8 +124,7 @@ def running_sshd(
         # refuse the authorized_keys file for that reason alone.
         "StrictModes no\n"
         "Subsystem sftp internal-sftp\n"
-        "LogLevel VERBOSE\n"
-        + (f"ForceCommand {force_command}\n" if force_command else "")
+        "LogLevel VERBOSE\n" + (f"ForceCommand {force_command}\n" if force_command else "")
     )
     run([SSHD, "-t", "-f", config])  # a config mistake fails here, with sshd's own message
     log = tmp / "sshd.log"

@@ -18,7 +18,7 @@ from provision.boundary.hypervisor import connect
 from provision.config import inventory
 from provision.core.errors import HypervisorError
 from provision.core.model import Inventory
-from provision.desired import domain, render
+from provision.desired import domain, projection, render
 from provision.desired.domain import DomainFact
 from provision.drift import hypervisor as drift
 from provision.drift.model import Fix, Layer
@@ -132,7 +132,7 @@ def _define(c: libvirt.virConnect, xml: str) -> libvirt.virDomain:
 
 def test_projection_holds_the_fields_we_render() -> None:
     r = render_inv(inventory.load(LOCAL)).nodes[0]
-    p = drift.project(r.booted_xml)
+    p = projection.project(r.booted_xml)
     assert p["memory"] == p["currentMemory"] == "1536 MiB"
     assert (p["vcpus"], p["type"], p["os.machine"]) == ("1", "qemu", "q35")
     assert p["disk[vda]"] == f"{POOL}/node1.qcow2"
@@ -144,7 +144,7 @@ def test_projection_holds_the_fields_we_render() -> None:
     assert p["os.cmdline"].startswith("root=/dev/vda ")
     assert "hostfwd=tcp:127.0.0.1:10022-:22" in p["qemu.args"]
     assert "disk[vdb]" not in p  # booted: the seed is gone
-    assert drift.project(r.domain_xml)["disk[vdb].readonly"] == "yes"
+    assert projection.project(r.domain_xml)["disk[vdb].readonly"] == "yes"
     # What libvirt adds and we never set is not projected at all.
     assert not [k for k in p if "address" in k or "alias" in k or "controller" in k]
 
@@ -162,7 +162,7 @@ def test_projection_holds_the_fields_we_render() -> None:
     ],
 )
 def test_machine_compares_by_family_not_version(machine: str, family: str) -> None:
-    assert drift.machine_family(machine) == family
+    assert projection.machine_family(machine) == family
 
 
 @pytest.mark.parametrize(
@@ -177,17 +177,17 @@ def test_machine_compares_by_family_not_version(machine: str, family: str) -> No
     ],
 )
 def test_memory_is_normalized_across_units(element: str, shown: str) -> None:
-    assert drift.project(f"<domain type='kvm'>{element}</domain>")["memory"] == shown
+    assert projection.project(f"<domain type='kvm'>{element}</domain>")["memory"] == shown
 
 
 def test_an_extra_device_is_drift_but_an_unset_attribute_is_not() -> None:
     want = {"disk[vda]": "p/v", "disk[vda].cache": "none"}
     have = {"disk[vda]": "p/v", "disk[vda].cache": "none", "disk[vda].rotation_rate": "1"}
-    assert drift.differences(want, have) == []
+    assert projection.differences(want, have) == []
     have |= {"disk[vdc]": "p/x", "disk[vdc].cache": "none", "nic[0]": "bridge br0"}
-    assert drift.differences(want, have) == ["disk[vdc]", "nic[0]"]
+    assert projection.differences(want, have) == ["disk[vdc]", "nic[0]"]
     # A missing disk is one difference, not one per field.
-    assert drift.differences(want, {}) == ["disk[vda]"]
+    assert projection.differences(want, {}) == ["disk[vda]"]
 
 
 # --- against libvirt's test driver ----------------------------------------------------------------
@@ -460,8 +460,8 @@ def test_facts_carry_the_persistent_definition(conn: libvirt.virConnect) -> None
     dom.setMemoryFlags(1024 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     fact = _fact(conn, "drift-persist")
     assert fact is not None and fact.active
-    assert drift.project(fact.persistent_xml)["currentMemory"] == "1536 MiB"
-    assert drift.project(fact.xml)["currentMemory"] == "1024 MiB"
+    assert projection.project(fact.persistent_xml)["currentMemory"] == "1536 MiB"
+    assert projection.project(fact.xml)["currentMemory"] == "1024 MiB"
 
 
 def test_pool_paths_lists_every_pool_with_its_directory() -> None:
@@ -478,9 +478,13 @@ def test_recorded_qemu_definition_has_no_drift(tmp_path: Path) -> None:
     r = render_inv(load_text(tmp_path, RECORDED)).nodes[0]
     recorded = (DATA / "domain-defined.xml").read_text()
     assert "pc-q35-" in recorded and "unit='KiB'" in recorded  # really rewritten
-    fact = DomainFact(r.node.name, False, recorded, domain.parse_metadata(recorded), recorded)
+    # The recording is about libvirt's rewriting of the definition; its metadata is the render's
+    # of the day it was taken (any template change moves the spec hash): today's is used.
+    fact = DomainFact(r.node.name, False, recorded, r.meta, recorded)
     assert drift.domain_items(r, fact) == []
-    assert drift.project(recorded)["qemu.args"] == drift.project(r.booted_xml)["qemu.args"]
+    assert (
+        projection.project(recorded)["qemu.args"] == projection.project(r.booted_xml)["qemu.args"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -505,7 +509,7 @@ def test_recorded_qemu_definition_mutated_is_drift(
     recorded = (DATA / "domain-defined.xml").read_text()
     assert old in recorded
     mutated = recorded.replace(old, new)
-    fact = DomainFact(r.node.name, False, mutated, domain.parse_metadata(mutated), mutated)
+    fact = DomainFact(r.node.name, False, mutated, r.meta, mutated)
     assert [i.key for i in drift.domain_items(r, fact)] == [key]
 
 
@@ -515,7 +519,7 @@ def test_recorded_running_domain_live_equals_its_definition() -> None:
     live = (DATA / "domain-running.xml").read_text()
     persistent = (DATA / "domain-running-persistent.xml").read_text()
     assert "<seclabel" in live and "<alias" in live and "<seclabel" not in persistent
-    assert drift.project(live) == drift.project(persistent)
-    assert "disk[vdb]" not in drift.project(live)  # recorded after first boot: seed detached
+    assert projection.project(live) == projection.project(persistent)
+    assert "disk[vdb]" not in projection.project(live)  # recorded after first boot: seed detached
     # libvirt adds <cpu mode='custom'> to a TCG domain: projected, never compared (not rendered).
-    assert drift.project(live)["cpu.mode"] == "custom"
+    assert projection.project(live)["cpu.mode"] == "custom"

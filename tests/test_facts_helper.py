@@ -598,3 +598,11 @@ def test_the_snapshot_collector_compiles() -> None:
     collector = HELPER_TEXT.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
     compile(collector, "verify-facts snapshot", "exec")
     assert 'units.get("stdout", "").split()' in collector  # kubelet's units stat'ed in it
+
+
+def test_verify_never_runs_the_tree_verb(helper: Path) -> None:
+    """`tree` is drift's (issue #14): the snapshot does not run it, so verify's timing stays."""
+    collector = HELPER_TEXT.split("  snapshot)\n", 1)[1].split("\nPY\n", 1)[0]
+    assert '("tree",)' not in collector and "tree" not in collector.split("VERBS = (", 1)[1][:900]
+    refused = _run(helper, "tree", "/etc")
+    assert refused.returncode == 64 and "tree takes no arguments" in refused.stderr

@@ -215,3 +215,25 @@ def test_list_images_ignores_a_build_in_progress(tmp_path: Path) -> None:
     directory = _fake_image(tmp_path)
     shutil.copytree(directory, tmp_path / ".build-0123456789abcdef-x")
     assert len(image.list_images(tmp_path)) == 1
+
+
+def test_an_older_manifest_without_the_file_list_still_reads_and_verifies(tmp_path: Path) -> None:
+    """Images built before the file list (files.json.gz) still load; their inputs hash differs
+    (BUILDER_VERSION), so `image build` makes a new one instead of reusing them."""
+    directory = _fake_image(tmp_path)
+    doc = json.loads((directory / "manifest.json").read_text())
+    doc["artifacts"] = [a for a in doc["artifacts"] if a["name"] != "files.json.gz"]
+    doc["inputs"]["builder"] = "2"
+    (directory / "files.json.gz").unlink()
+    (directory / "manifest.json").write_text(json.dumps(doc))
+    old = image.load_manifest(directory)
+    assert [a.name for a in old.artifacts] == list(image.ARTIFACTS[:-1])
+    assert image.verify_image(directory) == []
+    assert image.inputs(SPEC)["builder"] != "2"
+
+
+def test_the_file_list_is_an_artifact_verify_checks(tmp_path: Path) -> None:
+    directory = _fake_image(tmp_path)
+    assert "files.json.gz" in image.ARTIFACTS
+    (directory / "files.json.gz").write_bytes(b"f" * 1300)  # same size, other bytes
+    assert image.verify_image(directory) == ["files.json.gz: sha256 differs from the manifest"]

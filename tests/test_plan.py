@@ -11,7 +11,7 @@ import pytest
 from provision.boundary.hypervisor import connect
 from provision.config import inventory
 from provision.converge import planning
-from provision.core.model import Hypervisor, Inventory, Waiver
+from provision.core.model import DriftIgnore, Hypervisor, Inventory, Waiver
 from provision.desired import domain, policy, render
 from provision.desired.plan import Action
 from tests.helpers import LOCAL, render_inv
@@ -78,6 +78,29 @@ def test_each_change_takes_what_the_policy_says(
         assert "memory: 1536 -> 2048 (reboot)" in [str(c) for c in p.changes]
 
 
+def test_a_definition_changed_outside_provision_is_redefined(conn: libvirt.virConnect) -> None:
+    """`virsh setmaxmem --config` or an edit by hand: the metadata still matches, the definition
+    does not. `up` redefines it from the render (and restarts it), as `drift` says it will."""
+    rendered = render_inv(_inventory("plan-outside"))
+    r = rendered.nodes[0]
+    edited = r.booted_xml.replace('<memory unit="MiB">1536<', '<memory unit="MiB">3072<')
+    assert edited != r.booted_xml
+    conn.defineXMLFlags(edited, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    [p] = planning.plan(rendered)
+    assert p.action is Action.REBOOT, p
+    assert [str(c) for c in p.changes] == ["memory: 3072 MiB -> 1536 MiB (reboot)"]
+    assert "changed outside provision" in p.reason
+
+
+def test_a_drift_ignore_changes_nothing(conn: libvirt.virConnect) -> None:
+    inv = _inventory("plan-ignore")
+    conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    ignore = DriftIgnore("file:/etc/motd", "the site's own banner, kept by hand", None)
+    node = dataclasses.replace(inv.nodes[0], drift_ignores=(ignore,))
+    [p] = planning.plan(render_inv(dataclasses.replace(inv, nodes=(node,))))
+    assert p.action is Action.NOTHING
+
+
 def test_a_waiver_changes_nothing(conn: libvirt.virConnect) -> None:
     inv = _inventory("plan-waiver")
     conn.defineXMLFlags(render_inv(inv).nodes[0].domain_xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
@@ -99,6 +122,7 @@ def test_every_node_setting_has_a_policy() -> None:
         "cmdline_extra",
         "labels",
         "waivers",
+        "drift_ignores",
     }
     assert watched == render.NOT_IN_SEED
     assert {f.name for f in policy.POLICY} >= {"seed", "memory", "vcpus", "disk", "data-disk"}

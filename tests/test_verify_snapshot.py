@@ -128,6 +128,30 @@ def test_facts_are_served_from_one_snapshot() -> None:
         facts.close()
 
 
+def test_sysctl_is_parsed_once_per_node_and_shared_read_only() -> None:
+    facts = Facts(pinned_host(RecordedNode(), "n1"))  # type: ignore[arg-type]
+    try:
+        values = facts.sysctl()
+        assert facts.sysctl() is values
+        assert facts.sysctl_persisted() is facts.sysctl_persisted()
+        with pytest.raises(TypeError):
+            values["kernel.kptr_restrict"] = "0"  # type: ignore[index]
+    finally:
+        facts.close()
+
+
+def test_sysctl_without_evidence_is_an_error_every_time_it_is_asked() -> None:
+    doc = json.loads(SNAPSHOT)
+    doc["verbs"]["sysctl"]["stdout"] = ""
+    facts = Facts(pinned_host(RecordedNode(json.dumps(doc)), "n1"))  # type: ignore[arg-type]
+    try:
+        for _ in range(2):
+            with pytest.raises(FactsError, match=r"no kernel\.ostype"):
+                facts.sysctl()
+    finally:
+        facts.close()
+
+
 def test_a_daemon_down_in_the_snapshot_keeps_its_no_evidence_meaning() -> None:
     doc = json.loads(SNAPSHOT)
     doc["verbs"]["docker-info"] = {"rc": 3, "stdout": "", "stderr": "docker.service is not active"}

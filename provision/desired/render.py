@@ -84,8 +84,8 @@ def spec_hash(
 ) -> str:
     """Hash of the node's desired state (never of secrets): what `plan` compares."""
     doc = {
-        # Waivers are about judging the node, not building it: editing one changes nothing here.
-        "node": {k: v for k, v in asdict(node).items() if k != "waivers"},
+        # Waivers and drift ignores judge the node, not build it: editing one changes nothing.
+        "node": {k: v for k, v in asdict(node).items() if k not in JUDGING},
         "pool": [hypervisor.pool_name, hypervisor.pool_path],
         "network": asdict(network),
         "golden": asdict(golden),
@@ -97,6 +97,8 @@ def spec_hash(
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
+
+JUDGING = frozenset({"waivers", "drift_ignores"})
 
 # Node fields that never reach the seed, as the settings table's rows say (seed=False); every other
 # field does, so a new setting counts as seed until its row says otherwise and an unknown change

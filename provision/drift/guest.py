@@ -88,12 +88,12 @@ _PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 # --- catalogue ---------------------------------------------------------------------------------
 
-DRIFTED = frozenset({"FAIL", "ERROR", "WARN"})
+DRIFTED = frozenset({"FAIL", "ERROR"})
 
 
 def catalogue_items(node: str, results: tuple[Result, ...]) -> list[Item]:
-    """A catalogue id that does not pass (or is not exempted) is drift on a node that passed
-    verification when `up` built it."""
+    """A catalogue id that fails (or whose check broke) is drift on a node that passed
+    verification when `up` built it. A WARN is no evidence either way (see `inconclusive`)."""
     out = []
     for res in results:
         if res.status.name not in DRIFTED:
@@ -111,6 +111,12 @@ def catalogue_items(node: str, results: tuple[Result, ...]) -> list[Item]:
             )
         )
     return out
+
+
+def inconclusive(results: tuple[Result, ...]) -> tuple[str, ...]:
+    """Ids the snapshot holds no evidence for (WARN: under TCG the CPU flags, or a daemon that
+    does not answer): reported beside the drift, never counted as drift or as clean."""
+    return tuple(r.id for r in results if r.status.name == "WARN")
 
 
 # --- packages ----------------------------------------------------------------------------------

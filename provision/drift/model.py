@@ -19,6 +19,9 @@ class Layer(StrEnum):
 class Fix(StrEnum):
     UP = "provision up"  # re-converges in place (or reboots): nothing lost
     REPLACE = "provision up --replace"  # the node must be recreated (data disk kept)
+    # The running guest differs from its definition: `up` only reads definitions, so the node
+    # must restart from its (rendered) definition; `down` keeps every volume.
+    RESTART = "provision down && provision up"
     MANUAL = "investigate"  # nothing of ours: an operator decides (an unmanaged domain)
 
 

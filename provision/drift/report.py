@@ -51,6 +51,9 @@ def summary(report: Report) -> str:
         parts.append(f"{len(report.unreachable)} unreachable")
     if report.ignored:
         parts.append(f"{len(report.ignored)} ignored")
+    unsure = {i for ids in report.inconclusive.values() for i in ids}
+    if unsure:
+        parts.append(f"{len(unsure)} ids inconclusive ({', '.join(sorted(unsure))})")
     skipped = {i for ids in report.not_evaluated.values() for i in ids}
     if skipped:
         parts.append(
@@ -86,6 +89,7 @@ def as_dict(report: Report) -> dict[str, Any]:
             for i, g in report.ignored
         ],
         "not_evaluated": {n: list(ids) for n, ids in sorted(report.not_evaluated.items())},
+        "inconclusive": {n: list(ids) for n, ids in sorted(report.inconclusive.items())},
         "seconds": {n: round(s, 3) for n, s in sorted(report.seconds.items())},
     }
 

@@ -40,8 +40,10 @@ class Report:
     items: tuple[Item, ...]
     ignored: tuple[tuple[Item, DriftIgnore], ...]
     unreachable: tuple[Unreachable, ...]
-    # Catalogue ids drift cannot judge from the read-only collection (`verify` runs them).
+    # Catalogue ids drift cannot judge from the read-only collection (`verify` runs them), and
+    # ids the collection held no evidence for (WARN), per node.
     not_evaluated: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    inconclusive: dict[str, tuple[str, ...]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per node or hypervisor
 
     @property
@@ -87,7 +89,7 @@ def node_items(
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
     tree = files.parse_tree(c.text("tree"))
     items += files.file_items(name, d.image_files, seed, tree, files.ALLOW)
-    return items, evaluated.not_evaluated
+    return Compared(items, evaluated.not_evaluated, guest.inconclusive(evaluated.results))
 
 
 def drift(
@@ -110,6 +112,7 @@ def drift(
     items: list[Item] = []
     unreachable: list[Unreachable] = []
     not_evaluated: dict[str, tuple[str, ...]] = {}
+    inconclusive: dict[str, tuple[str, ...]] = {}
     seconds: dict[str, float] = {}
 
     def hypervisor_task(renders: list[render.NodeRender]) -> None:
@@ -133,15 +136,16 @@ def drift(
         try:
             with connect(runner.verifier_target(inv, r)) as session:
                 collected = guest.collect(session)
-            found, skipped = node_items(d, r, collected, today)
+            compared = node_items(d, r, collected, today)
         except ProvisionError as exc:  # SSHError and the helper's own failures
             unreachable.append(Unreachable(name, Layer.GUEST, str(exc)))
             emit(Event(name, "guest", "fail", time.monotonic() - t0, "unreachable"))
             return
-        items.extend(found)
-        not_evaluated[name] = skipped
+        items.extend(compared.items)
+        not_evaluated[name] = compared.not_evaluated
+        inconclusive[name] = compared.inconclusive
         seconds[name] = time.monotonic() - t0
-        emit(Event(name, "guest", "done", seconds[name], f"{len(found)} items"))
+        emit(Event(name, "guest", "done", seconds[name], f"{len(compared.items)} items"))
 
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="drift") as pool:
         futures = []
@@ -169,5 +173,6 @@ def drift(
         tuple(ignored),
         tuple(sorted(unreachable, key=lambda u: u.name)),
         not_evaluated,
+        inconclusive,
         seconds,
     )

@@ -2,7 +2,8 @@
 
 An image is a directory named by its inputs hash holding `rootfs.qcow2` (an ext4 filesystem on the
 whole disk: the kernel boots with root=/dev/vda), `vmlinuz`, `initrd.img`, a CycloneDX SBOM and
-`manifest.json` (digests, kernel version, package list, build inputs), written last.
+`manifest.json` (digests, kernel version, package list, build inputs), written last, and the
+rootfs's file list `files.json.gz` (provision/image/files.py) for drift.
 The image carries packages, not policy: all hardening arrives through the seed.
 """
 
@@ -25,8 +26,9 @@ from typing import Any
 from provision.boundary.process import run
 from provision.core.errors import ImageError
 from provision.core.model import ImageSpec
+from provision.image import files as file_list
 
-BUILDER_VERSION = "2"  # bump when the recipe below changes: every cached image is then stale
+BUILDER_VERSION = "3"  # bump when the recipe below changes: every cached image is then stale
 
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
@@ -63,7 +65,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "openssl",
 )
 
-ARTIFACTS = ("rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json")
+# files.json.gz (provision/image/files.py): the rootfs file list drift compares a node against.
+ARTIFACTS = ("rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json", file_list.FILES_ARTIFACT)
 Progress = Callable[[str], None]
 
 
@@ -319,6 +322,10 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
     )
     progress("scrubbing identity and caches")
     _scrub(rootfs)
+    # The rootfs is final here: recorded before mkfs.ext4 copies it (modes, owners and mtimes
+    # survive the copy) and it is removed.
+    count = file_list.write_files_list(rootfs, work / file_list.FILES_ARTIFACT)
+    progress(f"recorded {count} files under {', '.join(file_list.ROOTS)}")
     installed = _dpkg_list(rootfs)
     kernel_version = _copy_kernel(rootfs, work)
     progress(f"kernel {kernel_version}; making the ext4 root filesystem")

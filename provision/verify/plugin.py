@@ -10,10 +10,11 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -25,7 +26,16 @@ from provision.verify import checks
 from provision.verify.checks import Inconclusive, Status, applies
 from provision.verify.snapshot import FactsError, Part, Snapshot, parse_snapshot
 
-__all__ = ["Facts", "FactsError", "Outcome", "Plugin", "Profile"]
+__all__ = [
+    "Facts",
+    "FactsError",
+    "Outcome",
+    "Plugin",
+    "Profile",
+    "decision",
+    "failure_verdict",
+    "live_waivers",
+]
 
 DETAIL_LINES = 8
 
@@ -81,6 +91,9 @@ class Facts:
         self._pending: dict[tuple[str, ...], Future[Part]] = {}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        # `sysctl -a` is judged by ~66 checks: parsed once per node, not once per check.
+        self._sysctl: Mapping[str, str] | None = None
+        self._sysctl_persisted: Mapping[str, str] | None = None
         self.timings: dict[str, float] = {}  # wall time of each helper call, by verb and args
 
     def start(self, *keys: tuple[str, ...]) -> None:
@@ -134,13 +147,18 @@ class Facts:
         found = self.snapshot.verb(verb, *args)
         return found if found is not None else self._call(verb, *args)
 
-    def sysctl(self) -> dict[str, str]:
-        """Runtime values as root (some keys are root-only), whitespace-normalised."""
-        return sysctl_evidence(self("sysctl"))
+    def sysctl(self) -> Mapping[str, str]:
+        """Runtime values as root (some keys are root-only), whitespace-normalised. Read-only:
+        every check shares the one parse (a failed parse is not kept: it raises every time)."""
+        if self._sysctl is None:
+            self._sysctl = MappingProxyType(sysctl_evidence(self("sysctl")))
+        return self._sysctl
 
-    def sysctl_persisted(self) -> dict[str, str]:
+    def sysctl_persisted(self) -> Mapping[str, str]:
         """The winning persisted value of every key, as systemd-sysctl would apply it."""
-        return parse_sysctl_config(self("sysctl-config"))
+        if self._sysctl_persisted is None:
+            self._sysctl_persisted = MappingProxyType(parse_sysctl_config(self("sysctl-config")))
+        return self._sysctl_persisted
 
     def host_keys(self) -> dict[str, str]:
         """The node's public host keys (root-only files here): path -> "type base64"."""
@@ -206,7 +224,7 @@ class Plugin:
         self._server_version = server_version
         self._profile = profile
         self._facts = Facts(host)
-        self._waivers = {w.check_id: w for w in waivers if w.expires is None or w.expires >= today}
+        self._waivers = live_waivers(waivers, today)
         self._decided: dict[str, tuple[Status, str]] = {}
         self._seconds: dict[str, float] = {}
         self.outcomes: list[Outcome] = []
@@ -244,14 +262,9 @@ class Plugin:
             if marker is None:
                 self.unmarked.append(item.nodeid)
                 continue
-            meta = checks.REGISTRY[marker.args[0]]
-            if not applies(meta.roles, self._profile.roles):
-                reason = f"not applicable: applies to {', '.join(sorted(meta.roles))} nodes"
-                self._decide(item, Status.SKIP, reason)
-            elif meta.id in self._waivers:
-                w = self._waivers[meta.id]
-                until = f" (until {w.expires.isoformat()})" if w.expires else ""
-                self._decide(item, Status.WAIVED, f"waived in the inventory{until}: {w.reason}")
+            decided = decision(marker.args[0], self._profile, self._waivers)
+            if decided is not None:
+                self._decide(item, *decided)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Start the snapshot and the probes the selected checks need, all at once."""
@@ -300,12 +313,37 @@ class Plugin:
             return Status.SKIP, _skip_reason(report)
         if report.passed:
             return Status.PASS, ""
-        exc = call.excinfo.value if call.excinfo is not None else None
-        if isinstance(exc, AssertionError):
-            return Status.FAIL, _short(str(exc))
-        if isinstance(exc, Inconclusive):
-            return Status.WARN, _short(str(exc))
-        return Status.ERROR, _short(f"{type(exc).__name__}: {exc}")
+        return failure_verdict(call.excinfo.value if call.excinfo is not None else None)
+
+
+def live_waivers(waivers: tuple[Waiver, ...], today: date) -> dict[str, Waiver]:
+    """The inventory's waivers that still apply today, by catalogue id."""
+    return {w.check_id: w for w in waivers if w.expires is None or w.expires >= today}
+
+
+def decision(
+    check_id: str, profile: Profile, waivers: Mapping[str, Waiver]
+) -> tuple[Status, str] | None:
+    """The verdict of a test decided before it runs (not for this node's roles, or waived in the
+    inventory: `waivers` holds the live ones by id), or None when it runs."""
+    meta = checks.REGISTRY[check_id]
+    if not applies(meta.roles, profile.roles):
+        return Status.SKIP, f"not applicable: applies to {', '.join(sorted(meta.roles))} nodes"
+    if meta.id in waivers:
+        w = waivers[meta.id]
+        until = f" (until {w.expires.isoformat()})" if w.expires else ""
+        return Status.WAIVED, f"waived in the inventory{until}: {w.reason}"
+    return None
+
+
+def failure_verdict(exc: BaseException | None) -> tuple[Status, str]:
+    """How a test that did not pass or skip ended: an assertion is a FAIL, `Inconclusive` a
+    WARN, anything else (a command that could not run, a lost connection) an ERROR."""
+    if isinstance(exc, AssertionError):
+        return Status.FAIL, _short(str(exc))
+    if isinstance(exc, Inconclusive):
+        return Status.WARN, _short(str(exc))
+    return Status.ERROR, _short(f"{type(exc).__name__}: {exc}")
 
 
 def _module(item: pytest.Item) -> str:

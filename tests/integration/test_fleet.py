@@ -2,8 +2,10 @@
 
 One `up` boots both nodes concurrently; while it runs, a second `up` is refused (the run lock) and
 a third waits for the lock. Then each update class is applied to the booted nodes: labels in
-place, memory by a reboot, a seed change by a recreate that keeps the data disk. Three guest boots
-in all (two concurrent, one reboot, one recreate). Tests run in file order.
+place, memory by a reboot, a seed change by a recreate that keeps the data disk. Before those,
+`provision drift` of the fresh fleet (clean), of changes on both layers (and `up` repairing the
+definition: a reboot), and with one node's sshd stopped. Five guest boots in all (two concurrent,
+two reboots, one recreate). Tests run in file order.
 """
 
 from __future__ import annotations
@@ -218,6 +220,86 @@ def test_playbook_steps_ran_after_first_boot_and_plan_shows_them_done(
     assert rows and {r["status"] for r in rows if r["status"] != "wait"} == {"ok"}, rows
     # The waiting second `up` ran the checks only.
     assert not [e for e in bringup.waited.events() if "applied" in e.get("detail", "")]
+
+
+def _drift(fleet: Fleet, *args: str) -> tuple[Run, dict[str, Any]]:
+    run = fleet.run("drift", "--json", *args)
+    assert run.returncode in (0, 2, 3), run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    return run, json.loads(run.stdout)
+
+
+def _keys(doc: dict[str, Any], node: str) -> set[tuple[str, str]]:
+    return {(i["layer"], i["key"]) for i in doc["items"] if i["node"] == node}
+
+
+def test_drift_of_a_fresh_fleet_is_clean(fleet: Fleet, bringup: Bringup) -> None:
+    """No false positives: every catalogue id, file, package, rule and definition field of two
+    nodes just built, from libvirt (read-only) and the verifier's snapshot."""
+    run, doc = _drift(fleet)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert doc["items"] == [] and doc["unreachable"] == [], run.stdout[-4000:]
+    assert sorted(doc["nodes"]) == [A, B]
+    assert set(doc["seconds"]) >= {A, B, "local"}  # both nodes and the hypervisor were compared
+
+
+def test_drift_reports_each_change_on_its_layer_and_up_repairs_the_definition(
+    fleet: Fleet, bringup: Bringup, conn: libvirt.virConnect
+) -> None:
+    dropin = "/etc/ssh/sshd_config.d/10-provision-hardening.conf"
+    fleet.sh(A, "sudo", "sysctl", "-q", "-w", "kernel.kptr_restrict=1")
+    fleet.sh(A, "sudo", "sh", "-c", f"echo 'X11Forwarding yes' >> {dropin}")
+    fleet.sh(A, "sudo", "sh", "-c", "umask 337; echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/zz-extra")
+    # `virsh setmaxmem --config`: the stored definition changes, the running guest does not.
+    flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    conn.lookupByName(A).setMemoryFlags(1280 * 1024, flags)
+    run, doc = _drift(fleet)
+    keys = _keys(doc, A)
+    assert run.returncode == 2, run.stdout[-4000:]
+    for want in (
+        ("guest", "HN-SYS-01"),  # kernel.kptr_restrict, live
+        ("guest", f"file:{dropin}"),  # the seed's file, changed
+        ("guest", "file:/etc/sudoers.d/zz-extra"),  # nobody's file
+        ("hypervisor", "memory"),
+    ):
+        assert want in keys, (want, sorted(keys))
+    assert _keys(doc, B) == set()  # the other node has not drifted
+    by_key = {i["key"]: i for i in doc["items"] if i["node"] == A}
+    assert by_key["memory"]["expected"] == "1024 MiB" and by_key["memory"]["actual"] == "1280 MiB"
+    assert by_key["memory"]["fix"] == "provision up"
+    junit = fleet.path.with_name("drift.xml")
+    fleet.run("drift", "--junit", str(junit))
+    assert junit.read_text().count("<failure") == len(doc["items"])
+
+    # The fixes the report names: the definition by `up` (plan sees it too), the guest by hand.
+    assert fleet.plan()[A]["action"] == "reboot"
+    fleet.sh(A, "sudo", "sh", "-c", f"sed -i '/^X11Forwarding yes$/d' {dropin}")
+    fleet.sh(A, "sudo", "rm", "-f", "/etc/sudoers.d/zz-extra")
+    up = fleet.run("up", "--no-verify")
+    assert up.returncode == 0, up.stderr
+    run, doc = _drift(fleet)  # the reboot also re-applied the persisted sysctl
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_drift_reports_an_unreachable_node_and_still_the_others(
+    fleet: Fleet, bringup: Bringup
+) -> None:
+    # sshd stops; a timer brings it back, so no console is needed to repair the node.
+    fleet.sh(A, "sudo", "systemd-run", "--on-active=120", "systemctl", "start", "ssh.service")
+    fleet.sh(A, "sudo", "systemctl", "stop", "ssh.service")
+    try:
+        run, doc = _drift(fleet)
+        assert run.returncode == 3, run.stdout[-4000:]
+        assert [(u["name"], u["layer"]) for u in doc["unreachable"]] == [(A, "guest")]
+        assert doc["items"] == []  # B compared clean, A's definition too
+        assert B in doc["seconds"] and "local" in doc["seconds"]
+        text = fleet.run("drift")
+        assert text.returncode == 3 and f"UNREACHABLE {A} (guest)" in text.stdout, text.stdout
+        assert "Traceback" not in text.stderr
+    finally:
+        inv = inventory.load(fleet.path)
+        rendered, _ = workspace.render_inventory(inv, (inv.node(A),))
+        ssh.wait_for_ssh(workspace.ssh_target(inv, rendered.nodes[0]), 600).close()
 
 
 def test_label_change_updates_in_place(fleet: Fleet, bringup: Bringup) -> None:

@@ -354,6 +354,34 @@ def test_verify_refuses_a_node_with_another_host_key(inv: Inventory, inv_path: P
     assert _journal_count(inv, accepted) == before  # not one login, so not one command
 
 
+def _drift(inv_path: Path) -> tuple[Run, dict[str, object]]:
+    run = provision("drift", "-i", str(inv_path), "--json")
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    doc: dict[str, object] = json.loads(run.stdout)
+    return run, doc
+
+
+def test_drift_of_the_docker_node_is_clean_then_sees_rootless_docker_stopped(
+    inv: Inventory, inv_path: Path, first_up: Run
+) -> None:
+    """Rootful and rootless Docker both run here: their data directories, tables and units are
+    the node's own doing, not drift. Stopping the workload user's daemon is."""
+    run, doc = _drift(inv_path)
+    assert run.returncode == 0 and doc["items"] == [], run.stdout[-4000:]
+    rootless = "sudo -u app env XDG_RUNTIME_DIR=/run/user/$(id -u app) systemctl --user"
+    with _session(inv) as s:
+        s.run(["sh", "-c", f"cd /; {rootless} stop docker-rootless.service"])
+    try:
+        run, doc = _drift(inv_path)
+        assert run.returncode == 2, run.stdout[-4000:]
+        items = doc["items"]
+        assert isinstance(items, list)
+        assert {(i["layer"], i["key"]) for i in items} == {("guest", "HN-DKRL-03")}, items
+    finally:
+        with _session(inv) as s:
+            s.run(["sh", "-c", f"cd /; {rootless} start docker-rootless.service"])
+
+
 def test_down_keeps_volumes_and_up_boots_the_kept_disk(
     inv: Inventory, inv_path: Path, conn: libvirt.virConnect, first_up: Run
 ) -> None:
