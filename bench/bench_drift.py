@@ -82,6 +82,7 @@ from provision.config import inventory as inventory_file
 from provision.core.model import ImageSpec
 from provision.desired import seed
 from provision.drift import guest
+from provision.image import files as image_files
 from provision.image import image, store
 from provision.state import keys, paths, workspace
 
@@ -97,10 +98,8 @@ ANSWERS = {
 # The golden image drift compares packages and files with: its small files (manifest, SBOM,
 # file list) are copied into the bench's state dir; the disk, kernel and initrd are not needed.
 IMAGE_STORE = Path("/var/lib/provision-test/images")
-# An image built before drift had no file list (provision.image.files.FILES_ARTIFACT): the one
-# recorded with the tree stands in for it.
-IMAGE_FILES = "files.json.gz"
-RECORDED_IMAGE_FILES = ROOT / "tests" / "data" / "drift" / IMAGE_FILES
+# An image built before drift had no file list: the one recorded with the tree stands in for it.
+RECORDED_IMAGE_FILES = ROOT / "tests" / "data" / "drift" / image_files.FILES_ARTIFACT
 IMAGE_FILE_MAX = 8 * 2**20
 TOOLS_VENV = Path("/work/bench-venv")
 SSHD = Path("/usr/sbin/sshd")
@@ -287,14 +286,20 @@ def copy_image(spec: ImageSpec, source: Path, target: Path) -> None:
     what drift compares a node with, without its disk."""
     src, dst = image.image_dir(source, spec), image.image_dir(target, spec)
     if not (src / "manifest.json").exists():
-        print(f"no golden image at {src}: drift will fail (--image-store)", file=sys.stderr)
-        return
+        # Built from other inputs (an older provision): still a real image's packages, which is
+        # all the guest layer reads; the nodes answer another node's recording anyway.
+        built = sorted(source.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+        if not built:
+            print(f"no golden image in {source}: drift will fail (--image-store)", file=sys.stderr)
+            return
+        print(f"no image {src.name} in {source}: using {built[-1].parent.name}", file=sys.stderr)
+        src = built[-1].parent
     dst.mkdir(parents=True, mode=0o700)
     for path in src.iterdir():
         if path.is_file() and path.stat().st_size <= IMAGE_FILE_MAX:
             shutil.copy2(path, dst / path.name)
-    if not (dst / IMAGE_FILES).exists() and RECORDED_IMAGE_FILES.exists():
-        shutil.copy2(RECORDED_IMAGE_FILES, dst / IMAGE_FILES)
+    if not (dst / image_files.FILES_ARTIFACT).exists():
+        shutil.copy2(RECORDED_IMAGE_FILES, dst / image_files.FILES_ARTIFACT)
 
 
 def _fleet(tmp: Path, n: int, base_port: int, image_store: Path) -> Iterator[Fleet]:
