@@ -77,16 +77,20 @@ from pathlib import Path
 
 import yaml
 
-from provision.baseline import hardening
-from provision.config import inventory as inventory_file
-from provision.core.model import ImageSpec
-from provision.desired import seed
-from provision.drift import guest
-from provision.image import files as image_files
-from provision.image import image, store
-from provision.state import keys, paths, workspace
-
+# This checkout's provision, the one `python -m provision.cli drift` runs below (cwd=ROOT), not
+# whichever the venv's editable install points at.
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from provision.baseline import hardening  # noqa: E402
+from provision.config import inventory as inventory_file  # noqa: E402
+from provision.core.model import ImageSpec  # noqa: E402
+from provision.desired import seed  # noqa: E402
+from provision.drift import guest  # noqa: E402
+from provision.image import files as image_files  # noqa: E402
+from provision.image import image, store  # noqa: E402
+from provision.state import keys, paths, workspace  # noqa: E402
+
 RECORDED = ROOT / "tests" / "data" / "snapshot"
 # What each helper verb drift sends answers, as recorded on a real node. No tree.txt yet: the
 # tree verb answers a generated placeholder (PLACEHOLDER_TREE_LINES lines) until it is recorded.
