@@ -85,10 +85,12 @@ def running_sshd(
     ecdsa: bool = False,
     host_key: KeyPair | None = None,
     force_command: Path | None = None,
+    authorized: str | None = None,
 ) -> Iterator[Sshd]:
     """Start sshd with everything (keys, config, pid file, log) under `tmp`; stop it afterwards.
     `host_key`: serve this one (default: a new one); `force_command`: every login runs it, with
-    the client's command in $SSH_ORIGINAL_COMMAND (a stand-in node answering recorded output)."""
+    the client's command in $SSH_ORIGINAL_COMMAND (a stand-in node answering recorded output);
+    `authorized`: the one client public key accepted (default: the generated one's)."""
     if os.geteuid() != 0:
         pytest.fail("the throwaway sshd must run as root (it logs in as root)")
     if not SSHD.exists():
@@ -101,7 +103,7 @@ def running_sshd(
     hostkeys.write_private(tmp / "host_ed25519", host_key.private)
     client = hostkeys.generate("provision-test-operator")
     hostkeys.write_private(tmp / "client_ed25519", client.private)
-    (tmp / "authorized_keys").write_text(client.public + "\n")
+    (tmp / "authorized_keys").write_text((authorized or client.public) + "\n")
     host_keys = [tmp / "host_ed25519"]
     if ecdsa:
         run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", tmp / "host_ecdsa"])

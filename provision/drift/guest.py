@@ -14,14 +14,10 @@ import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import yaml
 
 from provision.baseline import hardening
 from provision.boundary import ssh
 from provision.core.errors import SSHError
-from provision.desired import render
 from provision.drift.model import Fix, Item, Layer
 from provision.verify.runner import Result
 from provision.verify.snapshot import Part
@@ -65,25 +61,6 @@ def collect(session: ssh.Session) -> Collected:
         futures = {verb: pool.submit(run, verb) for verb in VERBS}
         parts = {verb: f.result() for verb, f in futures.items()}
     return Collected(parts, session.server_version, time.monotonic() - t0)
-
-
-# --- what the seed wrote ---------------------------------------------------------------------
-
-
-def rendered_files(r: render.NodeRender) -> dict[str, str]:
-    """path -> content of every file the node's seed writes (cloud-init write_files), exactly
-    as cloud-init will write it (the YAML parsed back). Only to compare: never printed."""
-    doc: dict[str, Any] = yaml.safe_load(r.seed.user_data.reveal())
-    return {str(f["path"]): str(f.get("content", "")) for f in doc.get("write_files") or ()}
-
-
-def secret_paths(files: dict[str, str]) -> frozenset[str]:
-    """Seed files holding private key material (the node's host key): compared, never shown,
-    not even as a hash."""
-    return frozenset(p for p, content in files.items() if _PEM_PRIVATE.search(content))
-
-
-_PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 
 # --- catalogue ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ judgement is a pure function of drift.hypervisor, drift.guest or drift.files."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +12,17 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from provision.boundary import ssh
+from provision.config import playbook
 from provision.core.errors import ProvisionError
 from provision.core.events import Emit, Event
 from provision.core.model import DriftIgnore, Inventory, Node
 from provision.desired import render
 from provision.drift import files, guest
 from provision.drift import hypervisor as hv_drift
-from provision.drift.model import Item, Layer, split_ignored
+from provision.drift.model import Fix, Item, Layer, split_ignored
 from provision.image import image, store
+from provision.image.files import FileEntry, image_files
+from provision.kubernetes import k8s_bootstrap
 from provision.state import workspace
 from provision.verify import evaluate, runner
 from provision.verify.snapshot import parse_snapshot
@@ -56,23 +60,48 @@ class Report:
 
 @dataclass(frozen=True)
 class Desired:
-    """What every node is compared with: the render, and the image it should run."""
+    """What every node is compared with: the render, the image it should run, and the files
+    the playbooks put (path -> content, per node)."""
 
     rendered: render.Rendered
     packages: tuple[tuple[str, str, str], ...]
-    image_files: dict[str, files.FileEntry]
+    image_files: dict[str, FileEntry]
+    playbook_files: dict[str, dict[str, str]]
 
 
 def desired(inv: Inventory, nodes: tuple[Node, ...]) -> Desired:
     rendered, _warnings = workspace.render_inventory(inv, nodes)
     directory = image.image_dir(store.images_dir(inv.state_dir), inv.image)
     manifest = image.load_manifest(directory)
-    return Desired(rendered, manifest.packages, image.image_files(directory))
+    return Desired(
+        rendered, manifest.packages, image_files(directory), put_files(inv, rendered.nodes)
+    )
 
 
-def node_items(
-    d: Desired, r: render.NodeRender, c: guest.Collected, today: date
-) -> tuple[list[Item], tuple[str, ...]]:
+def put_files(inv: Inventory, renders: tuple[render.NodeRender, ...]) -> dict[str, dict[str, str]]:
+    """Per node, the files the playbook steps that target it put (a later step wins)."""
+    k8s = k8s_bootstrap.playbook(inv)
+    books = (*((k8s,) if k8s else ()), *playbook.load_all(inv.playbooks))
+    nodes = tuple(r.node for r in renders)
+    out: dict[str, dict[str, str]] = {n.name: {} for n in nodes}
+    for book in books:
+        for step in book.steps:
+            if isinstance(step.action, playbook.PutAction):
+                for n in playbook.targets(step, nodes):
+                    out[n.name][step.action.path] = step.action.content
+    return out
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One node's layer 2: its drift, and the catalogue ids drift could not judge."""
+
+    items: list[Item]
+    not_evaluated: tuple[str, ...]
+    inconclusive: tuple[str, ...]
+
+
+def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date) -> Compared:
     """Everything layer 2 compares, from what one node answered (pure)."""
     name = r.node.name
     profile = runner.profile_of(r)
@@ -84,11 +113,13 @@ def node_items(
     snap = parse_snapshot(snapshot)
     live_nft = snap.verbs["nft"].stdout if "nft" in snap.verbs else ""
     items += guest.firewall_items(name, live_nft, parts.get("nft-expected", ""), profile.roles)
-    seed = guest.rendered_files(r)
+    seed = files.seed_contents(r.seed.user_data.reveal())  # compared, never shown
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
-    tree = files.parse_tree(c.text("tree"))
-    items += files.file_items(name, d.image_files, seed, tree, files.ALLOW)
+    put = d.playbook_files.get(name, {})
+    found = files.file_items(name, d.image_files, {**seed, **put}, files.parse_tree(c.text("tree")))
+    # A playbook's file comes back with `up`, which runs the step again (its check fails).
+    items += [dataclasses.replace(i, fix=Fix.UP) if i.key[5:] in put else i for i in found]
     return Compared(items, evaluated.not_evaluated, guest.inconclusive(evaluated.results))
 
 
