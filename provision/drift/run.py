@@ -17,6 +17,7 @@ from provision.core.errors import ProvisionError
 from provision.core.events import Emit, Event
 from provision.core.model import DriftIgnore, Inventory, Node
 from provision.desired import render
+from provision.desired.seed import FIRST_BOOT_DONE
 from provision.drift import files, guest
 from provision.drift import hypervisor as hv_drift
 from provision.drift.model import Fix, Item, Layer, split_ignored
@@ -113,7 +114,8 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     snap = parse_snapshot(snapshot)
     live_nft = snap.verbs["nft"].stdout if "nft" in snap.verbs else ""
     items += guest.firewall_items(name, live_nft, parts.get("nft-expected", ""), profile.roles)
-    seed = files.seed_contents(r.seed.user_data.reveal())  # compared, never shown
+    # What the seed wrote (compared, never shown), and the mark `up` leaves after first boot.
+    seed = {**files.seed_contents(r.seed.user_data.reveal()), FIRST_BOOT_DONE: ""}
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
     put = d.playbook_files.get(name, {})

@@ -249,7 +249,8 @@ def test_drift_reports_each_change_on_its_layer_and_up_repairs_the_definition(
     dropin = "/etc/ssh/sshd_config.d/10-provision-hardening.conf"
     fleet.sh(A, "sudo", "sysctl", "-q", "-w", "kernel.kptr_restrict=1")
     fleet.sh(A, "sudo", "sh", "-c", f"echo 'X11Forwarding yes' >> {dropin}")
-    fleet.sh(A, "sudo", "sh", "-c", "umask 337; echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/zz-extra")
+    # A comment only: a rule in it would outrank the admin's NOPASSWD one (the last match wins).
+    fleet.sh(A, "sudo", "sh", "-c", "umask 337; echo '# by hand' > /etc/sudoers.d/zz-extra")
     # `virsh setmaxmem --config`: the stored definition changes, the running guest does not.
     flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
     conn.lookupByName(A).setMemoryFlags(1280 * 1024, flags)
