@@ -122,7 +122,15 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     found = files.file_items(name, d.image_files, {**seed, **put}, files.parse_tree(c.text("tree")))
     # A playbook's file comes back with `up`, which runs the step again (its check fails).
     items += [dataclasses.replace(i, fix=Fix.UP) if i.key[5:] in put else i for i in found]
-    return Compared(items, evaluated.not_evaluated, guest.inconclusive(evaluated.results))
+    unsure = guest.inconclusive(evaluated.results)
+    k8s = d.rendered.inventory.kubernetes
+    if k8s is not None and "k8s-control-plane" in profile.roles:
+        found_k8s = guest.kubernetes_items(name, parts.get("kubernetes", ""), k8s)
+        if found_k8s is None:
+            unsure = (*unsure, guest.K8S_NO_CLUSTER)
+        else:
+            items += found_k8s
+    return Compared(items, evaluated.not_evaluated, unsure)
 
 
 def drift(
