@@ -3,18 +3,21 @@ a clean node gives no item; each change gives exactly its item."""
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import date
+from typing import Any
 
 import pytest
 
 from provision.config import inventory
-from provision.core.model import DriftIgnore
+from provision.core.model import DriftIgnore, Kubernetes
 from provision.drift import files, guest
 from provision.drift.model import Fix, Item, Layer, split_ignored
+from provision.kubernetes import k8s_manifests
 from provision.verify.checks import Status
 from provision.verify.runner import Result
-from tests.helpers import LOCAL, ROOT, render_inv
+from tests.helpers import LOCAL, OSLO, ROOT, render_inv
 
 SNAPSHOT = json.loads((ROOT / "tests" / "data" / "snapshot" / "snapshot.json").read_text())
 LIVE_AUDIT = SNAPSHOT["verbs"]["audit-rules"]["stdout"]
@@ -176,3 +179,43 @@ def test_an_expired_ignore_no_longer_applies() -> None:
     assert [(i.key, g.pattern) for i, g in ignored] == [("file:/etc/motd", "file:/etc/*")]
     kept, ignored = split_ignored(items, (live, expired), date(2026, 11, 30))
     assert kept == [] and len(ignored) == 2
+
+
+# --- Kubernetes (no cluster answers here: the cluster's answer is built from what we render) ----
+
+
+@pytest.fixture(scope="module")
+def k8s() -> Kubernetes:
+    found = inventory.load(OSLO).kubernetes
+    assert found is not None and found.namespaces
+    return found
+
+
+def _cluster(objects: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
+def test_a_cluster_as_rendered_is_clean(k8s: Kubernetes) -> None:
+    assert guest.kubernetes_items("cp1", _cluster(k8s_manifests.manifests(k8s)), k8s) == []
+
+
+def test_a_lost_default_deny_and_a_loosened_psa_label_are_drift(k8s: Kubernetes) -> None:
+    ns = k8s.namespaces[0].name
+    objects = [
+        o
+        for o in copy.deepcopy(k8s_manifests.manifests(k8s))
+        if not (
+            o["kind"] == "NetworkPolicy"
+            and o["metadata"] == k8s_manifests.default_deny(ns)["metadata"]
+        )
+    ]
+    for o in objects:
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == ns:
+            o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "baseline"
+    keys = [i.key for i in guest.kubernetes_items("cp1", _cluster(objects), k8s) or []]
+    assert keys == [f"k8s:netpol:{ns}", f"k8s:psa:{ns}"]
+
+
+def test_no_cluster_is_no_evidence(k8s: Kubernetes) -> None:
+    assert guest.kubernetes_items("cp1", "", k8s) is None
+    assert guest.kubernetes_items("cp1", "error: connection refused", k8s) is None

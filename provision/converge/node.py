@@ -19,7 +19,7 @@ from provision.converge.steps import Definition, Kind, Options, Step
 from provision.core.errors import ProvisionError
 from provision.core.events import Emit, Event, phase
 from provision.core.model import Inventory
-from provision.desired import domain, render, seediso
+from provision.desired import domain, render, seed, seediso
 from provision.desired.plan import NodePlan
 from provision.state import workspace
 
@@ -122,7 +122,7 @@ def finish_first_boot(
             wait_cloud_init(session, name)
         with phase(emit, name, "first-boot-done"):
             # A later boot must not regenerate keys or re-run first-boot work.
-            session.run(["sudo", "touch", "/etc/cloud/cloud-init.disabled"])
+            session.run(["sudo", "touch", seed.FIRST_BOOT_DONE])
             conn.detach_disk(name, SEED_TARGET)
         with pool_op(inv, conn, r.hypervisor.pool_name, emit, name, "delete seed"):
             conn.delete_volume(r.hypervisor.pool_name, domain.seed_volume(r.node))  # host key

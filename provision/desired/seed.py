@@ -23,6 +23,9 @@ from provision.core.secret import Secret
 from provision.desired.hostkeys import KeyPair
 
 TEMPLATES: Traversable = files("provision.cloudinit")
+# `up` touches it once first boot is done, so a later boot never re-runs first-boot work (nor
+# regenerates keys); empty. Drift expects it like a seed file.
+FIRST_BOOT_DONE = "/etc/cloud/cloud-init.disabled"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ every command a node receives): no container probe, no `sudo -l`, nothing that w
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import shlex
 import time
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from provision.baseline import hardening
 from provision.boundary import ssh
 from provision.core.errors import SSHError
+from provision.core.model import Kubernetes
 from provision.drift.model import Fix, Item, Layer
+from provision.kubernetes import k8s_manifests, netpol
 from provision.verify.runner import Result
 from provision.verify.snapshot import Part
 
@@ -286,3 +289,56 @@ def audit_items(node: str, live: str, rendered: str) -> list[Item]:
             detail="\n".join(lines[:20]),
         )
     ]
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+K8S_NO_CLUSTER = "k8s:cluster"  # listed as inconclusive: no API server answered the node
+
+
+def kubernetes_items(node: str, text: str, k8s: Kubernetes) -> list[Item] | None:
+    """On a control plane, what its API server says: every workload namespace keeps its
+    default-deny for both directions (no decoy beside it) and its Pod Security labels.
+    None when no cluster answered (no evidence, not drift)."""
+    try:
+        doc = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        return None
+    objects = [o for o in doc["items"] if isinstance(o, dict)]
+    out = []
+    for ns in netpol.coverage(objects, [n.name for n in k8s.namespaces]).namespaces:
+        if ns.status is not netpol.Status.OK:
+            out.append(
+                Item(
+                    node,
+                    Layer.GUEST,
+                    f"k8s:netpol:{ns.namespace}",
+                    "default-deny ingress and egress",
+                    ns.status.value,
+                    Fix.UP,
+                    detail="\n".join(ns.reasons),
+                )
+            )
+    labels = {
+        o.get("metadata", {}).get("name"): o.get("metadata", {}).get("labels") or {}
+        for o in objects
+        if o.get("kind") == "Namespace"
+    }
+    want = k8s_manifests.psa_labels(k8s)
+    for ns_name in (n.name for n in k8s.namespaces):
+        have = labels.get(ns_name)
+        wrong = sorted(k for k, v in want.items() if (have or {}).get(k) != v)
+        if wrong:
+            out.append(
+                Item(
+                    node,
+                    Layer.GUEST,
+                    f"k8s:psa:{ns_name}",
+                    ", ".join(f"{k}={want[k]}" for k in wrong),
+                    "namespace absent" if have is None else "labels differ",
+                    Fix.UP,
+                )
+            )
+    return out

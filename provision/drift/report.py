@@ -28,7 +28,8 @@ def text(report: Report) -> str:
         ]
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         for r in rows:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + r[5])
+            cells = [v.ljust(w) for v, w in zip(r, widths, strict=False)]
+            lines.append("  ".join([*cells, r[5]]))
         details = [i for i in report.items if i.detail]
         if details:
             lines.append("")

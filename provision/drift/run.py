@@ -17,6 +17,7 @@ from provision.core.errors import ProvisionError
 from provision.core.events import Emit, Event
 from provision.core.model import DriftIgnore, Inventory, Node
 from provision.desired import render
+from provision.desired.seed import FIRST_BOOT_DONE
 from provision.drift import files, guest
 from provision.drift import hypervisor as hv_drift
 from provision.drift.model import Fix, Item, Layer, split_ignored
@@ -113,14 +114,23 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     snap = parse_snapshot(snapshot)
     live_nft = snap.verbs["nft"].stdout if "nft" in snap.verbs else ""
     items += guest.firewall_items(name, live_nft, parts.get("nft-expected", ""), profile.roles)
-    seed = files.seed_contents(r.seed.user_data.reveal())  # compared, never shown
+    # What the seed wrote (compared, never shown), and the mark `up` leaves after first boot.
+    seed = {**files.seed_contents(r.seed.user_data.reveal()), FIRST_BOOT_DONE: ""}
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
     put = d.playbook_files.get(name, {})
     found = files.file_items(name, d.image_files, {**seed, **put}, files.parse_tree(c.text("tree")))
     # A playbook's file comes back with `up`, which runs the step again (its check fails).
     items += [dataclasses.replace(i, fix=Fix.UP) if i.key[5:] in put else i for i in found]
-    return Compared(items, evaluated.not_evaluated, guest.inconclusive(evaluated.results))
+    unsure = guest.inconclusive(evaluated.results)
+    k8s = d.rendered.inventory.kubernetes
+    if k8s is not None and "k8s-control-plane" in profile.roles:
+        found_k8s = guest.kubernetes_items(name, parts.get("kubernetes", ""), k8s)
+        if found_k8s is None:
+            unsure = (*unsure, guest.K8S_NO_CLUSTER)
+        else:
+            items += found_k8s
+    return Compared(items, evaluated.not_evaluated, unsure)
 
 
 def drift(
