@@ -83,6 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from provision.baseline import hardening  # noqa: E402
+from provision.boundary import ssh  # noqa: E402
 from provision.config import inventory as inventory_file  # noqa: E402
 from provision.core.model import ImageSpec  # noqa: E402
 from provision.desired import seed  # noqa: E402
@@ -195,7 +196,8 @@ def write_inventory(tmp: Path, ports: Sequence[int]) -> Path:
 def fake_helper(answers: dict[str, Path], logs: Path) -> str:
     """The fake node's ForceCommand: the recorded answer to each of the two commands, else 127."""
     cases = "".join(
-        f"  {shlex.quote(COMMANDS[verb])})\n"
+        # provision's SSH boundary gives a command without input /dev/null (ssh.NO_STDIN)
+        f"  {shlex.quote(COMMANDS[verb])}|{shlex.quote(COMMANDS[verb] + ssh.NO_STDIN)})\n"
         f'    echo "$port {verb}" >> {shlex.quote(str(logs / "served.log"))}\n'
         f"    exec cat {shlex.quote(str(answers[verb]))} ;;\n"
         for verb in VERBS

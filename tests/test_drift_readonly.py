@@ -89,11 +89,16 @@ class Site:
     sshd_logs: dict[str, Callable[[], list[str]]]
 
 
+def _sent(verb: str) -> str:
+    """The command line sshd receives for a verb (ssh.Session gives it no stdin)."""
+    return shlex.join(guest.command(verb)) + ssh.NO_STDIN
+
+
 def _answering_script(tmp: Path) -> tuple[Path, Path]:
     """The stand-in node: record the command, answer the helper's verbs, refuse anything else."""
     log = tmp / "commands.log"
     cases = "".join(
-        f"  {shlex.quote(shlex.join(guest.command(verb)))}) exec cat {shlex.quote(str(path))} ;;\n"
+        f"  {shlex.quote(_sent(verb))}) exec cat {shlex.quote(str(path))} ;;\n"
         for verb, path in ANSWERS.items()
     )
     script = tmp / "node.sh"
@@ -174,7 +179,7 @@ def test_drift_sends_only_the_read_only_collector_and_opens_libvirt_read_only(
     )
 
     assert opened == [("openReadOnly", "test:///default")]  # one hypervisor, one connection
-    wanted = sorted(shlex.join(guest.command(v)) for v in guest.VERBS)
+    wanted = sorted(_sent(v) for v in guest.VERBS)
     for name in NODES:
         assert sorted(site.logs[name].read_text().splitlines()) == wanted, name
         assert len(site.sshd_logs[name]()) == 1, name  # one login per node

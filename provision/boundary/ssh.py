@@ -98,6 +98,9 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return hostkeys.fingerprint(f"{key.get_name()} {key.get_base64()}")
 
 
+NO_STDIN = " </dev/null"  # what a command without input gets (the remote shell reads it)
+
+
 class Session:
     """An authenticated connection to one node; use as a context manager or call close()."""
 
@@ -142,10 +145,16 @@ class Session:
             if transport is None or not transport.is_active():
                 raise SSHError(f"connection to {where} is closed", hint="reconnect")
             with transport.open_session() as chan:
-                chan.exec_command(command)
-                if input is not None:
+                if input is None:
+                    # The command's stdin is /dev/null on the node, and no EOF is sent: paramiko
+                    # sends an EOF outside its channel lock, so one sent just as a quick command
+                    # ends can follow our CLOSE, and sshd drops the whole connection (`ieof
+                    # packet referred to nonexistent channel`), every other channel with it.
+                    chan.exec_command(command + NO_STDIN)
+                else:
+                    chan.exec_command(command)
                     chan.sendall(input.encode())
-                chan.shutdown_write()
+                    chan.shutdown_write()
                 out, err, code = _collect(chan, timeout)
         except TimeoutError as exc:
             raise CommandError(f"timed out after {timeout}s on {where}: {command}") from exc
