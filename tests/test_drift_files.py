@@ -22,6 +22,7 @@ import pytest
 
 from provision.boundary.process import run
 from provision.core.errors import ImageError
+from provision.core.model import DockerMode
 from provision.drift import files as drift_files
 from provision.drift.files import TreeError, file_items, parse_tree
 from provision.drift.model import Fix, Item, Layer
@@ -346,3 +347,28 @@ def test_every_allow_pattern_is_used_by_the_recording() -> None:
     for pattern in drift_files.ALLOW:
         assert any(fnmatch.fnmatchcase(p, pattern) for p in tree), pattern
     assert not any(p in ("*", "/etc/*", "/home/*", "/usr/*") for p in drift_files.ALLOW)
+
+
+def _docker_disabled(tree: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    """The recorded (rootful) node as `systemctl disable docker.service docker.socket` leaves it."""
+    out = {p: e for p, e in tree.items() if p not in drift_files.DOCKER_ENABLED}
+    for path, target in drift_files.DOCKER_DISABLED_LINKS.items():
+        out[path] = FileEntry(path, "l", 0o777, 0, 0, len(target), 1796140200, None, target)
+    return out
+
+
+def test_a_node_without_the_system_daemon_expects_docker_disabled(
+    image: dict[str, FileEntry],
+) -> None:
+    seed = drift_files.seed_contents(USER_DATA)
+    disabled = _docker_disabled(_tree())
+    for mode in (DockerMode.ROOTLESS, DockerMode.NONE):
+        assert file_items("n", image, seed, disabled, docker=mode) == []
+        # Enabled again by hand: drift, on the node whose daemon must not run.
+        assert [i.key for i in file_items("n", image, seed, _tree(), docker=mode)] == sorted(
+            [f"file:{p}" for p in drift_files.DOCKER_ENABLED]
+            + [f"file:{p}" for p in drift_files.DOCKER_DISABLED_LINKS]
+        )
+    # And the other way round on a rootful node.
+    found = {i.key for i in file_items("n", image, seed, disabled, docker=DockerMode.ROOTFUL)}
+    assert {f"file:{p}" for p in drift_files.DOCKER_ENABLED} <= found

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import yaml
 
 from provision.core.errors import ProvisionError
+from provision.core.model import DockerMode
 from provision.drift.model import Fix, Item, Layer
 from provision.image.files import TYPES, FileEntry
 
@@ -99,6 +100,28 @@ EXPECTED_LINKS: Mapping[str, str] = {
         "/etc/systemd/system/provision-firewall.service"
     ),
 }
+# A node whose system Docker daemon does not run (docker: rootless or none): the seed's
+# `systemctl disable --now docker.service docker.socket` removes the image's enablement links
+# (and the directory only docker.socket's link was in) and turns the SysV start links into kill
+# links (update-rc.d disable).
+DOCKER_ENABLED = (
+    "/etc/systemd/system/multi-user.target.wants/docker.service",
+    "/etc/systemd/system/sockets.target.wants/docker.socket",
+    "/etc/systemd/system/sockets.target.wants",
+    *(f"/etc/rc{n}.d/S01docker" for n in (2, 3, 4, 5)),
+)
+DOCKER_DISABLED_LINKS: Mapping[str, str] = {
+    f"/etc/rc{n}.d/K01docker": "../init.d/docker" for n in (2, 3, 4, 5)
+}
+
+
+def expected_links(docker: DockerMode) -> tuple[Mapping[str, str], frozenset[str]]:
+    """(links first boot makes, image entries it removes) for a node's Docker mode."""
+    if docker is DockerMode.ROOTFUL:
+        return EXPECTED_LINKS, frozenset()
+    return {**EXPECTED_LINKS, **DOCKER_DISABLED_LINKS}, frozenset(DOCKER_ENABLED)
+
+
 SKEL = "/etc/skel"
 
 
@@ -258,9 +281,12 @@ def file_items(
     seed: Mapping[str, str],
     tree: Mapping[str, FileEntry],
     allow: tuple[str, ...] = ALLOW,
+    docker: DockerMode = DockerMode.ROOTFUL,
 ) -> list[Item]:
     """Every file-level difference of `node`, sorted by key. `seed`: path -> content of what
-    the seed (seed_contents) and the playbooks wrote."""
+    the seed (seed_contents) and the playbooks wrote; `docker`: the node's Docker mode (what
+    first boot enables and disables)."""
+    links, removed = expected_links(docker)
 
     def item(path: str, expected: str, actual: str, fix: Fix, detail: str) -> Item:
         return Item(node, Layer.GUEST, f"file:{path}", expected, actual, fix, detail)
@@ -282,6 +308,11 @@ def file_items(
     for path, entry in image.items():
         if path in known:
             continue  # the seed overwrote it: compared with what was rendered
+        if path in removed:
+            if path in tree:
+                shown = _describe(tree[path], ("type",))
+                items.append(item(path, "absent (disabled at first boot)", shown, Fix.REPLACE, ""))
+            continue
         want = _expected(entry)
         got = tree.get(path)
         # An image file comes back only on a node made again from the image.
@@ -293,13 +324,13 @@ def file_items(
         if differ:
             expected, actual = _describe(want, differ), _describe(got, differ)
             items.append(item(path, expected, actual, Fix.REPLACE, "image"))
-    for path, target in EXPECTED_LINKS.items():
+    for path, target in links.items():
         got = tree.get(path)
         if got is None or got.type != "l" or got.target != target:
             actual = "missing" if got is None else _describe(got, ("type", "target"))
             items.append(item(path, f"symlink target {target}", actual, Fix.UP, "first boot"))
     allowed = {p for p in tree if any(fnmatch.fnmatchcase(p, a) for a in allow)}
-    accounted = {*image, *known, *EXPECTED_LINKS, *allowed}
+    accounted = {*image, *known, *links, *allowed}
     accounted |= {parent for p in (*known, *allowed) for parent in _parents(p)}
     reported: set[str] = set()  # unaccounted directories: what is below them is not listed again
     for path in sorted(tree):

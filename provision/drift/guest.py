@@ -172,14 +172,17 @@ def nft_tables(ruleset: str) -> dict[tuple[str, str], str]:
     return {k: "\n".join(v) + "\n" for k, v in out.items()}
 
 
+# dockerd's tables (iptables-nft). docker.io is in every image and its daemon starts at first
+# boot even where the seed then disables it (docker: rootless, none), so its tables are there on
+# every node until a reboot; they are docker's, not compared. kube-proxy uses the same tables.
+DOCKER_TABLES = frozenset({("ip", "nat"), ("ip", "filter"), ("ip6", "nat"), ("ip6", "filter")})
+
+
 def expected_tables(roles: frozenset[str]) -> frozenset[tuple[str, str]]:
-    """Tables other programs of the node's roles keep beside ours (their rules are theirs)."""
-    tables = {OUR_TABLE}
-    if "rootful" in roles:  # dockerd through iptables-nft
-        tables |= {("ip", "nat"), ("ip", "filter"), ("ip6", "nat"), ("ip6", "filter")}
+    """Tables other programs of the node keep beside ours (their rules are theirs)."""
+    tables = {OUR_TABLE, *DOCKER_TABLES}
     if roles & {"k8s-control-plane", "k8s-worker"}:  # kube-proxy (iptables mode) and the CNI
-        tables |= {("ip", "nat"), ("ip", "filter"), ("ip", "mangle")}
-        tables |= {("ip6", "nat"), ("ip6", "filter"), ("ip6", "mangle")}
+        tables |= {("ip", "mangle"), ("ip6", "mangle")}
     return frozenset(tables)
 
 

@@ -119,7 +119,8 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
     put = d.playbook_files.get(name, {})
-    found = files.file_items(name, d.image_files, {**seed, **put}, files.parse_tree(c.text("tree")))
+    tree = files.parse_tree(c.text("tree"))
+    found = files.file_items(name, d.image_files, {**seed, **put}, tree, docker=r.node.docker)
     # A playbook's file comes back with `up`, which runs the step again (its check fails).
     items += [dataclasses.replace(i, fix=Fix.UP) if i.key[5:] in put else i for i in found]
     unsure = guest.inconclusive(evaluated.results)
