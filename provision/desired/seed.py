@@ -23,6 +23,9 @@ from provision.core.secret import Secret
 from provision.desired.hostkeys import KeyPair
 
 TEMPLATES: Traversable = files("provision.cloudinit")
+# libyaml's safe loader when PyYAML has it (25x faster on a seed: drift parses one per node),
+# else the pure-Python one; both load the same safe subset.
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # `up` touches it once first boot is done, so a later boot never re-runs first-boot work (nor
 # regenerates keys); empty. Drift expects it like a seed file.
 FIRST_BOOT_DONE = "/etc/cloud/cloud-init.disabled"
@@ -219,7 +222,7 @@ def render_seed(
 
 def _parse_back(name: str, text: str) -> None:
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:  # a template bug, not a user error
         raise RuntimeError(f"rendered {name} is not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):

@@ -255,29 +255,33 @@ def test_drift_reports_each_change_on_its_layer_and_up_repairs_the_definition(
     flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
     conn.lookupByName(A).setMemoryFlags(1280 * 1024, flags)
     junit = fleet.path.with_name("drift.xml")
-    run, doc = _drift(fleet, "--junit", str(junit))
-    keys = _keys(doc, A)
-    assert run.returncode == 2, run.stdout[-4000:]
-    for want in (
-        ("guest", "HN-SYS-01"),  # kernel.kptr_restrict, live
-        ("guest", f"file:{dropin}"),  # the seed's file, changed
-        ("guest", "file:/etc/sudoers.d/zz-extra"),  # nobody's file
-        ("hypervisor", "memory"),
-    ):
-        assert want in keys, (want, sorted(keys))
-    assert _keys(doc, B) == set()  # the other node has not drifted
-    by_key = {i["key"]: i for i in doc["items"] if i["node"] == A}
-    assert by_key["memory"]["expected"] == "1024 MiB" and by_key["memory"]["actual"] == "1280 MiB"
-    assert by_key["memory"]["fix"] == "provision up"
-    assert junit.read_text().count("<failure") == len(doc["items"])
-
-    # The fixes the report names: the definition by `up` (plan sees it too), the guest by hand.
-    assert fleet.plan()[A]["action"] == "reboot"
-    fleet.sh(A, "sudo", "sh", "-c", f"sed -i '/^X11Forwarding yes$/d' {dropin}")
-    fleet.sh(A, "sudo", "rm", "-f", "/etc/sudoers.d/zz-extra")
-    up = fleet.run("up", "--no-verify")
+    try:
+        run, doc = _drift(fleet, "--junit", str(junit))
+        keys = _keys(doc, A)
+        assert run.returncode == 2, run.stdout[-4000:]
+        for want in (
+            ("guest", "HN-SYS-01"),  # kernel.kptr_restrict, live
+            ("guest", f"file:{dropin}"),  # the seed's file, changed
+            ("guest", "file:/etc/sudoers.d/zz-extra"),  # nobody's file
+            ("hypervisor", "memory"),
+        ):
+            assert want in keys, (want, sorted(keys))
+        assert _keys(doc, B) == set()  # the other node has not drifted
+        by_key = {i["key"]: i for i in doc["items"] if i["node"] == A}
+        assert (by_key["memory"]["expected"], by_key["memory"]["actual"]) == (
+            "1024 MiB",
+            "1280 MiB",
+        )
+        assert by_key["memory"]["fix"] == "provision up"
+        assert junit.read_text().count("<failure") == len(doc["items"])
+        # The fix the report names for the definition: `up` (plan sees it too).
+        assert fleet.plan()[A]["action"] == "reboot"
+    finally:  # the guest by hand; the definition (and the live sysctl) by `up`'s reboot
+        fleet.sh(A, "sudo", "sh", "-c", f"sed -i '/^X11Forwarding yes$/d' {dropin}")
+        fleet.sh(A, "sudo", "rm", "-f", "/etc/sudoers.d/zz-extra")
+        up = fleet.run("up", "--no-verify")
     assert up.returncode == 0, up.stderr
-    run, doc = _drift(fleet)  # the reboot also re-applied the persisted sysctl
+    run, doc = _drift(fleet)
     assert run.returncode == 0, run.stdout[-4000:]
 
 
