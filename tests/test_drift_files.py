@@ -372,3 +372,57 @@ def test_a_node_without_the_system_daemon_expects_docker_disabled(
     # And the other way round on a rootful node.
     found = {i.key for i in file_items("n", image, seed, disabled, docker=DockerMode.ROOTFUL)}
     assert {f"file:{p}" for p in drift_files.DOCKER_ENABLED} <= found
+
+
+def _mutated_texts() -> dict[str, str]:
+    lines = TREE_TEXT.split("\n")
+    body = lines[1:-2]
+
+    def replaced(prefix: str, field: int, value: str) -> list[str]:
+        out = []
+        for line in body:
+            if line.startswith(prefix + "\t"):
+                parts = line.split("\t")
+                parts[field] = value
+                line = "\t".join(parts)
+            out.append(line)
+        return out
+
+    extra = "\t".join(
+        ("/etc/sudoers.d/extra", "f", "440", "0", "0", "9", "1796140200", "c" * 64, "-")
+    )
+    variants = {
+        "clean": body,
+        "chmod": replaced("/etc/passwd", 2, "666"),
+        "sshd_config mode undone": replaced("/etc/ssh/sshd_config", 2, "644"),
+        "seed file edited": replaced(
+            "/etc/ssh/sshd_config.d/10-provision-hardening.conf", 7, "d" * 64
+        ),
+        "binary grown": replaced("/usr/bin/sudo", 5, "999999"),
+        "deleted": [x for x in body if not x.startswith("/etc/issue\t")],
+        "added": sorted([*body, extra]),
+    }
+    return {
+        name: "\n".join([lines[0], *v, f"# end {len(v)} 1.0", ""]) for name, v in variants.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(_mutated_texts()))
+def test_judging_only_the_lines_that_differ_from_the_image_changes_nothing(
+    image: dict[str, FileEntry], name: str
+) -> None:
+    """drift parses only the lines that differ from the image's (parse_changed): the items
+    must be exactly those of the whole tree parsed and compared."""
+    text = _mutated_texts()[name]
+    seed = drift_files.seed_contents(USER_DATA)
+    whole = file_items("n", image, seed, parse_tree(text))
+    tree, same = drift_files.parse_changed(text, drift_files.image_lines(image))
+    assert len(tree) < 2000 and len(same) > 14000  # the point of it
+    assert file_items("n", image, seed, tree, same=same) == whole
+    assert (whole == []) == (name == "clean")
+
+
+def test_the_node_hashes_what_drift_thinks_it_hashes() -> None:
+    collector = _collector()
+    hashed = tuple(f'b"{h}"' for h in drift_files.NODE_HASHED)
+    assert f"HASHED = ({', '.join(hashed)})" in collector

@@ -161,9 +161,8 @@ def unescape(field: str) -> bytes:
     )
 
 
-def parse_tree(text: str) -> dict[str, FileEntry]:
-    """The helper's `tree` output (format: the verb's comment in cloudinit/verify-facts.sh.j2),
-    by path. Refuses output that was cut short or that it cannot read whole."""
+def _body(text: str) -> list[str]:
+    """The entry lines of the helper's `tree` output, after checking it is whole."""
     lines = text.split("\n")
     if not lines or lines[0] != TREE_HEADER:
         raise TreeError(f"the tree output does not start with {TREE_HEADER!r}")
@@ -178,13 +177,51 @@ def parse_tree(text: str) -> dict[str, FileEntry]:
         raise TreeError(f"the tree's end line is malformed: {lines[-1]!r}") from exc
     if count != len(body):
         raise TreeError(f"the tree says {count} entries and has {len(body)}")
+    return body
+
+
+def parse_tree(text: str) -> dict[str, FileEntry]:
+    """The helper's `tree` output (format: the verb's comment in cloudinit/verify-facts.sh.j2),
+    by path. Refuses output that was cut short or that it cannot read whole."""
+    return parse_changed(text, frozenset())[0]
+
+
+def parse_changed(
+    text: str, unchanged: frozenset[str]
+) -> tuple[dict[str, FileEntry], frozenset[str]]:
+    """(the entries whose line is not in `unchanged`, parsed; the paths of those that are).
+
+    With `unchanged` = image_lines(image), a node's ~17,000 lines cost a set lookup each and only
+    the few dozen that differ from the image are parsed and compared (it was most of a node's
+    judging time)."""
     tree: dict[str, FileEntry] = {}
-    for n, line in enumerate(body, start=2):
+    same: list[str] = []
+    for n, line in enumerate(_body(text), start=2):
+        if line in unchanged:
+            same.append(line.split("\t", 1)[0])
+            continue
         entry = _entry(line, n)
         if entry.path in tree:
             raise TreeError(f"tree line {n}: {entry.path} listed twice")
         tree[entry.path] = entry
-    return tree
+    return tree, frozenset(same)
+
+
+# The tree verb hashes regular files below these (its HASHED); the rest of /usr is stat only.
+NODE_HASHED = ("/etc", "/root", "/home", "/usr/local", "/usr/lib/systemd")
+
+
+def node_line(e: FileEntry) -> str:
+    """The line the tree verb prints for this image entry on a node that left it untouched."""
+    hashed = e.type == "f" and any(e.path == h or e.path.startswith(h + "/") for h in NODE_HASHED)
+    sha = e.sha256 if hashed and e.sha256 else "-"
+    target = e.target if e.type == "l" and e.target is not None else "-"
+    fields = (e.path, e.type, f"{e.mode:o}", e.uid, e.gid, e.size, e.mtime, sha, target)
+    return "\t".join(str(f) for f in fields)
+
+
+def image_lines(image: Mapping[str, FileEntry]) -> frozenset[str]:
+    return frozenset(node_line(e) for e in image.values())
 
 
 def _entry(line: str, n: int) -> FileEntry:
@@ -293,11 +330,17 @@ def file_items(
     tree: Mapping[str, FileEntry],
     allow: tuple[str, ...] = ALLOW,
     docker: DockerMode = DockerMode.ROOTFUL,
+    same: frozenset[str] = frozenset(),
 ) -> list[Item]:
     """Every file-level difference of `node`, sorted by key. `seed`: path -> content of what
     the seed (seed_contents) and the playbooks wrote; `docker`: the node's Docker mode (what
-    first boot enables and disables)."""
+    first boot enables and disables); `same`: image paths the node listed exactly as the image
+    has them (parse_changed), left out of `tree`."""
     links, removed = expected_links(docker)
+
+    def on_node(path: str) -> FileEntry | None:
+        found = tree.get(path)
+        return image[path] if found is None and path in same else found
 
     def item(path: str, expected: str, actual: str, fix: Fix, detail: str) -> Item:
         return Item(node, Layer.GUEST, f"file:{path}", expected, actual, fix, detail)
@@ -306,7 +349,7 @@ def file_items(
     known = _content_hashes(image, seed)
     for path, (sha, source) in known.items():
         expected = f"sha256 {sha[:12]} ({source})"
-        got = tree.get(path)
+        got = on_node(path)
         # A file the seed wrote comes back only with a new first boot.
         if got is None:
             items.append(item(path, expected, "missing", Fix.REPLACE, "written at first boot"))
@@ -320,12 +363,15 @@ def file_items(
         if path in known:
             continue  # the seed overwrote it: compared with what was rendered
         if path in removed:
-            if path in tree:
-                shown = _describe(tree[path], ("type",))
+            present = on_node(path)
+            if present is not None:
+                shown = _describe(present, ("type",))
                 items.append(item(path, "absent (disabled at first boot)", shown, Fix.REPLACE, ""))
             continue
+        if path in same and path not in EXPECTED_MODES:
+            continue  # listed exactly as the image has it
         want = _expected(entry)
-        got = tree.get(path)
+        got = on_node(path)
         # An image file comes back only on a node made again from the image.
         if got is None:
             actual = "missing"
@@ -336,7 +382,7 @@ def file_items(
             expected, actual = _describe(want, differ), _describe(got, differ)
             items.append(item(path, expected, actual, Fix.REPLACE, "image"))
     for path, target in links.items():
-        got = tree.get(path)
+        got = on_node(path)
         if got is None or got.type != "l" or got.target != target:
             actual = "missing" if got is None else _describe(got, ("type", "target"))
             items.append(item(path, f"symlink target {target}", actual, Fix.UP, "first boot"))

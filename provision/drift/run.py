@@ -68,15 +68,16 @@ class Desired:
     packages: tuple[tuple[str, str, str], ...]
     image_files: dict[str, FileEntry]
     playbook_files: dict[str, dict[str, str]]
+    image_lines: frozenset[str] = frozenset()  # files.image_lines(image_files), made once
 
 
 def desired(inv: Inventory, nodes: tuple[Node, ...]) -> Desired:
     rendered, _warnings = workspace.render_inventory(inv, nodes)
     directory = image.image_dir(store.images_dir(inv.state_dir), inv.image)
     manifest = image.load_manifest(directory)
-    return Desired(
-        rendered, manifest.packages, image_files(directory), put_files(inv, rendered.nodes)
-    )
+    listed = image_files(directory)
+    puts = put_files(inv, rendered.nodes)
+    return Desired(rendered, manifest.packages, listed, puts, files.image_lines(listed))
 
 
 def put_files(inv: Inventory, renders: tuple[render.NodeRender, ...]) -> dict[str, dict[str, str]]:
@@ -119,8 +120,10 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
     items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
     put = d.playbook_files.get(name, {})
-    tree = files.parse_tree(c.text("tree"))
-    found = files.file_items(name, d.image_files, {**seed, **put}, tree, docker=r.node.docker)
+    tree, same = files.parse_changed(c.text("tree"), d.image_lines)
+    found = files.file_items(
+        name, d.image_files, {**seed, **put}, tree, docker=r.node.docker, same=same
+    )
     # A playbook's file comes back with `up`, which runs the step again (its check fails).
     items += [dataclasses.replace(i, fix=Fix.UP) if i.key[5:] in put else i for i in found]
     unsure = guest.inconclusive(evaluated.results)
