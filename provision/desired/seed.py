@@ -8,6 +8,7 @@ checkout alike), never located from this file's path.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,14 +51,17 @@ class Seed:
 def _source(name: str) -> tuple[str, str, Callable[[], bool]] | None:
     """A template's text straight from the package's resources: no real directory needed, so
     this works however the package is installed. The filename is for jinja's error messages;
-    "up to date" always, as every render builds a fresh Environment (no cache to go stale)."""
+    "up to date" always: package data does not change while provision runs."""
     path = TEMPLATES.joinpath(*name.split("/"))
     if not path.is_file():
         return None
     return path.read_text(encoding="utf-8"), str(path), lambda: True
 
 
+@functools.cache
 def _env() -> jinja2.Environment:
+    """One environment per process, so each template is compiled once, not once per node (a
+    fleet's drift rendered 21 templates for every node: a quarter of its time)."""
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(_source),
         undefined=jinja2.StrictUndefined,

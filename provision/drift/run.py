@@ -204,8 +204,10 @@ def drift(
     ignores = {n.name: n.drift_ignores for n in nodes}
     kept: list[Item] = []
     ignored: list[tuple[Item, DriftIgnore]] = []
-    for name in sorted({i.node for i in items}):
-        mine = [i for i in items if i.node == name]
+    by_node: dict[str, list[Item]] = {}
+    for i in items:
+        by_node.setdefault(i.node, []).append(i)
+    for name, mine in sorted(by_node.items()):
         k, ig = split_ignored(mine, ignores.get(name, ()), today)
         kept += k
         ignored += ig
