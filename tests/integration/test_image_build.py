@@ -13,6 +13,7 @@ import pytest
 from provision.boundary.process import run
 from provision.config import inventory
 from provision.image import image, store
+from provision.image.files import FILES_ARTIFACT, image_files
 from tests.integration.conftest import ROOT, STATE
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,10 @@ pytestmark = pytest.mark.integration
 def test_manifest_matches_the_files(golden_image: image.Manifest, golden_dir: Path) -> None:
     assert image.verify_image(golden_dir) == []
     names = {a.name for a in golden_image.artifacts}
-    assert names == {"rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json"}
+    assert names == {"rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json", FILES_ARTIFACT}
+    listed = image_files(golden_dir)  # what drift compares a node's files with
+    assert listed["/etc/ssh/sshd_config"].sha256 and listed["/usr/sbin/dockerd"].type == "f"
+    assert listed["/bin"].type == "l" and listed["/bin"].target == "usr/bin"
     assert golden_image.kernel_version.endswith("cloud-amd64")
     installed = {p[0] for p in golden_image.packages}
     for pkg in (
@@ -87,7 +91,7 @@ def test_unchanged_spec_is_cached(golden_image: image.Manifest) -> None:
 def test_verify_names_a_tampered_artifact(golden_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "img"
     copy.mkdir()
-    for name in ("manifest.json", "vmlinuz", "initrd.img", "sbom.cdx.json"):
+    for name in ("manifest.json", "vmlinuz", "initrd.img", "sbom.cdx.json", FILES_ARTIFACT):
         shutil.copy(golden_dir / name, copy / name)
     (copy / "rootfs.qcow2").symlink_to(golden_dir / "rootfs.qcow2")
     assert image.verify_image(copy) == []
