@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -125,23 +126,18 @@ def site(tmp_path: Path) -> Iterator[Site]:
     ports: dict[str, int] = {}
     logs: dict[str, Path] = {}
     sshd_logs: dict[str, Callable[[], list[str]]] = {}
-    with (
-        running_sshd(
-            tmp_path / NODES[0],
-            host_key=keys.load_or_create(paths.node_host_key(inv, NODES[0]), NODES[0]),
-            force_command=_answering_script(_mkdir(tmp_path / "n0"))[0],
-            authorized=verifier.public,
-        ) as a,
-        running_sshd(
-            tmp_path / NODES[1],
-            host_key=keys.load_or_create(paths.node_host_key(inv, NODES[1]), NODES[1]),
-            force_command=_answering_script(_mkdir(tmp_path / "n1"))[0],
-            authorized=verifier.public,
-        ) as b,
-    ):
-        for name, server, sub in ((NODES[0], a, "n0"), (NODES[1], b, "n1")):
+    with ExitStack() as stack:
+        for name in NODES:
+            server = stack.enter_context(
+                running_sshd(
+                    tmp_path / name,
+                    host_key=keys.load_or_create(paths.node_host_key(inv, name), name),
+                    force_command=_answering_script(_mkdir(tmp_path / f"{name}-answers"))[0],
+                    authorized=verifier.public,
+                )
+            )
             ports[name] = server.port
-            logs[name] = tmp_path / sub / "commands.log"
+            logs[name] = tmp_path / f"{name}-answers" / "commands.log"
             sshd_logs[name] = server.accepted_logins
         inv_path.write_text(_inventory_text(state, ports))
         yield Site(inventory.load(inv_path), logs, sshd_logs)

@@ -260,16 +260,8 @@ def collect_from(suite: Path) -> tuple[Case, ...]:
     cannot, or when a test needs what the evaluator does not model."""
     collector = _Collector()
     args = [
-        str(suite),
-        "-c",
-        str(suite / "pytest.ini"),
-        "--rootdir",
-        str(suite),
+        *runner.suite_args(suite),
         "--collect-only",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:pytest11.testinfra",
         # No terminal output and no capture: collection must not write to, or swap, the
         # process's stdout and stderr (another thread may be printing progress).
         "-p",

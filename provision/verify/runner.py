@@ -14,6 +14,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import date
 from importlib.resources import as_file, files
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +88,16 @@ class NodeReport:
 _FAILING = frozenset({Status.FAIL, Status.ERROR})
 
 
+def suite_args(suite: Path) -> list[str]:
+    """pytest's arguments for the suite directory: its own ini and rootdir, no cache, and not
+    testinfra's plugin (its `host` fixture would use an unpinned backend)."""
+    return [
+        str(suite),
+        *("-c", str(suite / "pytest.ini"), "--rootdir", str(suite)),
+        *("-p", "no:cacheprovider", "-p", "no:pytest11.testinfra"),
+    ]
+
+
 def run_suite(
     session: ssh.Session,
     profile: Profile,
@@ -104,15 +115,7 @@ def run_suite(
     # provision.verify.suite.*, the very modules whose registry the plugin reads.
     with as_file(SUITE) as suite, redirect_stdout(out), redirect_stderr(out):
         args = [
-            str(suite),
-            "-c",
-            str(suite / "pytest.ini"),
-            "--rootdir",
-            str(suite),
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:pytest11.testinfra",  # its `host` fixture would use an unpinned backend
+            *suite_args(suite),
             # Per-run costs that give a verdict nothing: two full gc.collect()s at unconfigure
             # (a third of a run on the recording) and a log handler around every test.
             "-p",
