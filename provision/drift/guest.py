@@ -12,7 +12,6 @@ import difflib
 import json
 import re
 import shlex
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,7 +39,6 @@ class Collected:
 
     parts: dict[str, Part]
     server_version: str
-    seconds: float
 
     def text(self, verb: str) -> str:
         """The verb's output, or SSHError naming what the helper said (an unreachable-grade
@@ -54,8 +52,6 @@ class Collected:
 
 def collect(session: ssh.Session) -> Collected:
     """Each verb on its own channel of the one connection, all at once."""
-    t0 = time.monotonic()
-
     def run(verb: str) -> Part:
         r = session.run(command(verb), check=False, timeout=COMMAND_TIMEOUT_S)
         return Part(r.returncode, r.stdout, r.stderr)
@@ -63,7 +59,7 @@ def collect(session: ssh.Session) -> Collected:
     with ThreadPoolExecutor(len(VERBS), thread_name_prefix="drift-collect") as pool:
         futures = {verb: pool.submit(run, verb) for verb in VERBS}
         parts = {verb: f.result() for verb, f in futures.items()}
-    return Collected(parts, session.server_version, time.monotonic() - t0)
+    return Collected(parts, session.server_version)
 
 
 # --- catalogue ---------------------------------------------------------------------------------
