@@ -52,6 +52,7 @@ class Collected:
 
 def collect(session: ssh.Session) -> Collected:
     """Each verb on its own channel of the one connection, all at once."""
+
     def run(verb: str) -> Part:
         r = session.run(command(verb), check=False, timeout=COMMAND_TIMEOUT_S)
         return Part(r.returncode, r.stdout, r.stderr)
