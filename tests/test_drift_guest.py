@@ -12,6 +12,7 @@ import pytest
 
 from provision.config import inventory
 from provision.core.model import DriftIgnore, Kubernetes
+from provision.desired.seed import AUDIT_RULES
 from provision.drift import files, guest
 from provision.drift.model import Fix, Item, Layer, split_ignored
 from provision.kubernetes import k8s_manifests
@@ -31,7 +32,7 @@ def seed_files() -> dict[str, str]:
 
 
 def test_the_seed_files_hold_the_audit_rules_and_no_private_key(seed_files: dict[str, str]) -> None:
-    assert guest.AUDIT_RULES in seed_files
+    assert AUDIT_RULES in seed_files
     assert seed_files["/etc/provision/firewall.nft"].startswith("#!/usr/sbin/nft -f\n")
     # The node's private host key travels in ssh_keys: never among the files compared.
     assert not any("-----BEGIN OPENSSH PRIVATE KEY-----" in c for c in seed_files.values())
@@ -43,13 +44,13 @@ def test_the_seed_files_hold_the_audit_rules_and_no_private_key(seed_files: dict
 def test_loaded_audit_rules_equal_the_rendered_file(seed_files: dict[str, str]) -> None:
     # auditctl -l rewrites `-k` as `-F key=`, `-p xwa` as `-p wxa`, `unset` as -1, and lists
     # syscalls in its own order: none of that is drift.
-    assert guest.audit_items("n1", LIVE_AUDIT, seed_files[guest.AUDIT_RULES]) == []
+    assert guest.audit_items("n1", LIVE_AUDIT, seed_files[AUDIT_RULES]) == []
 
 
 def test_a_lost_audit_rule_and_an_extra_one_are_drift(seed_files: dict[str, str]) -> None:
     live = LIVE_AUDIT.replace("-w /etc/sudoers -p wa -k sudoers\n", "")
     live += "-w /tmp -p wa -k extra\n"
-    (item,) = guest.audit_items("n1", live, seed_files[guest.AUDIT_RULES])
+    (item,) = guest.audit_items("n1", live, seed_files[AUDIT_RULES])
     assert item.key == "audit:rules"
     assert "1 missing, 1 extra" in item.actual
     assert "- -w /etc/sudoers -F key=sudoers -p wa" in item.detail
@@ -58,7 +59,7 @@ def test_a_lost_audit_rule_and_an_extra_one_are_drift(seed_files: dict[str, str]
 
 def test_audit_permissions_matter(seed_files: dict[str, str]) -> None:
     live = LIVE_AUDIT.replace("-w /etc/passwd -p wa -k identity", "-w /etc/passwd -p w -k identity")
-    assert [i.key for i in guest.audit_items("n1", live, seed_files[guest.AUDIT_RULES])] == [
+    assert [i.key for i in guest.audit_items("n1", live, seed_files[AUDIT_RULES])] == [
         "audit:rules"
     ]
 

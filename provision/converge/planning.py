@@ -31,13 +31,19 @@ def plan(rendered: render.Rendered) -> list[NodePlan]:
     return plans
 
 
+def all_playbooks(inv: Inventory) -> tuple[playbook.Playbook, ...]:
+    """The Kubernetes bootstrap (when the inventory has one) and the inventory's playbooks, in
+    the order `up` runs them."""
+    k8s = k8s_bootstrap.playbook(inv)
+    return (*((k8s,) if k8s else ()), *playbook.load_all(inv.playbooks))
+
+
 def plan_playbooks(
     inv: Inventory, rendered: render.Rendered, plans: Sequence[NodePlan]
 ) -> list[playbook.StepPlan]:
     """Which playbook steps `up` would run: checks (read-only) on running, up-to-date nodes; the
     others are pending until they are up."""
-    k8s = k8s_bootstrap.playbook(inv)
-    playbooks = (*((k8s,) if k8s else ()), *playbook.load_all(inv.playbooks))
+    playbooks = all_playbooks(inv)
     if not playbooks:
         return []
     ready = {p.node for p in plans if p.action is Action.NOTHING and p.running}

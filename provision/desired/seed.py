@@ -30,6 +30,7 @@ SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 # `up` touches it once first boot is done, so a later boot never re-runs first-boot work (nor
 # regenerates keys); empty. Drift expects it like a seed file.
 FIRST_BOOT_DONE = "/etc/cloud/cloud-init.disabled"
+AUDIT_RULES = "/etc/audit/rules.d/60-provision.rules"  # drift compares the loaded rules with it
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
             "0644",
             "provision-firewall.service.j2",
         ),
-        f("/etc/audit/rules.d/60-provision.rules", "0640", "audit.rules.j2"),
+        f(AUDIT_RULES, "0640", "audit.rules.j2"),
         f("/etc/audit/auditd.conf", "0640", "auditd.conf.j2"),
         f("/etc/systemd/journald.conf.d/60-provision.conf", "0644", "journald.conf.j2"),
         f("/etc/systemd/system/user@.service.d/delegate.conf", "0644", "user-delegate.conf.j2"),

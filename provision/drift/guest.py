@@ -25,7 +25,6 @@ from provision.verify.runner import Result
 from provision.verify.snapshot import Part
 
 VERBS = ("snapshot", "tree", "drift")
-AUDIT_RULES = "/etc/audit/rules.d/60-provision.rules"  # the seed's (provision.desired.seed)
 COMMAND_TIMEOUT_S = 300.0  # the snapshot took 18-23 s under TCG; the tree walk is of that order
 
 

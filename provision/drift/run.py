@@ -13,17 +13,17 @@ from datetime import date
 
 from provision.boundary import ssh
 from provision.config import playbook
+from provision.converge import planning
 from provision.core.errors import ProvisionError
 from provision.core.events import Emit, Event
 from provision.core.model import DriftIgnore, Inventory, Node
 from provision.desired import render
-from provision.desired.seed import FIRST_BOOT_DONE
+from provision.desired.seed import AUDIT_RULES, FIRST_BOOT_DONE
 from provision.drift import files, guest
 from provision.drift import hypervisor as hv_drift
 from provision.drift.model import Fix, Item, Layer, split_ignored
 from provision.image import image, store
 from provision.image.files import FileEntry, image_files
-from provision.kubernetes import k8s_bootstrap
 from provision.state import workspace
 from provision.verify import evaluate, runner
 from provision.verify.snapshot import parse_snapshot
@@ -68,7 +68,7 @@ class Desired:
     packages: tuple[tuple[str, str, str], ...]
     image_files: dict[str, FileEntry]
     playbook_files: dict[str, dict[str, str]]
-    image_lines: frozenset[str] = frozenset()  # files.image_lines(image_files), made once
+    image_lines: frozenset[str]  # files.image_lines(image_files), made once
 
 
 def desired(inv: Inventory, nodes: tuple[Node, ...]) -> Desired:
@@ -82,8 +82,7 @@ def desired(inv: Inventory, nodes: tuple[Node, ...]) -> Desired:
 
 def put_files(inv: Inventory, renders: tuple[render.NodeRender, ...]) -> dict[str, dict[str, str]]:
     """Per node, the files the playbook steps that target it put (a later step wins)."""
-    k8s = k8s_bootstrap.playbook(inv)
-    books = (*((k8s,) if k8s else ()), *playbook.load_all(inv.playbooks))
+    books = planning.all_playbooks(inv)
     nodes = tuple(r.node for r in renders)
     out: dict[str, dict[str, str]] = {n.name: {} for n in nodes}
     for book in books:
@@ -118,7 +117,7 @@ def node_items(d: Desired, r: render.NodeRender, c: guest.Collected, today: date
     # What the seed wrote (compared, never shown), and the mark `up` leaves after first boot.
     seed = {**files.seed_contents(r.seed.user_data.reveal()), FIRST_BOOT_DONE: ""}
     live_audit = snap.verbs["audit-rules"].stdout if "audit-rules" in snap.verbs else ""
-    items += guest.audit_items(name, live_audit, seed.get(guest.AUDIT_RULES, ""))
+    items += guest.audit_items(name, live_audit, seed.get(AUDIT_RULES, ""))
     put = d.playbook_files.get(name, {})
     tree, same = files.parse_changed(c.text("tree"), d.image_lines)
     found = files.file_items(
