@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from provision.boundary.process import run
+from provision.core import privfs
 from provision.desired import hostkeys
 from provision.desired.hostkeys import KeyPair
 
@@ -100,9 +101,9 @@ def running_sshd(
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
     host_key = host_key or hostkeys.generate("throwaway-hypervisor")
-    hostkeys.write_private(tmp / "host_ed25519", host_key.private)
+    privfs.write_file(tmp / "host_ed25519", host_key.private.reveal().encode())
     client = hostkeys.generate("provision-test-operator")
-    hostkeys.write_private(tmp / "client_ed25519", client.private)
+    privfs.write_file(tmp / "client_ed25519", client.private.reveal().encode())
     (tmp / "authorized_keys").write_text((authorized or client.public) + "\n")
     host_keys = [tmp / "host_ed25519"]
     if ecdsa:

@@ -16,6 +16,7 @@ import pytest
 
 from provision.boundary import ssh
 from provision.boundary.process import run
+from provision.core import privfs
 from provision.core.errors import CommandError, SSHError
 from provision.desired import hostkeys
 from provision.desired.hostkeys import KeyPair
@@ -194,7 +195,7 @@ def test_system_known_hosts_are_not_consulted(server: Server, tmp_path: Path) ->
 
 def test_wrong_client_key_is_an_auth_error(server: Server, tmp_path: Path) -> None:
     other = tmp_path / "other_key"
-    hostkeys.write_private(other, hostkeys.generate("stranger").private)
+    privfs.write_file(other, hostkeys.generate("stranger").private.reveal().encode())
     with pytest.raises(ssh.AuthError) as exc:
         ssh.connect(server.target(identity=other))
     assert exc.value.hint  # says what to check
@@ -234,7 +235,7 @@ def test_wait_for_ssh_retries_auth_failures_only_for_the_grace_period(
     server: Server, tmp_path: Path
 ) -> None:
     other = tmp_path / "other_key"
-    hostkeys.write_private(other, hostkeys.generate("stranger").private)
+    privfs.write_file(other, hostkeys.generate("stranger").private.reveal().encode())
     progress: list[str] = []
     t0 = time.monotonic()
     with pytest.raises(ssh.AuthError):

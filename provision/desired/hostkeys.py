@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,10 +53,12 @@ def _pair(key: Ed25519PrivateKey, comment: str) -> KeyPair:
     return KeyPair(Secret(private), f"{public.decode()} {comment}")
 
 
-def write_private(path: Path, secret: Secret) -> None:
-    """Write a secret file created 0600 from the start (never world-readable, even briefly)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret.reveal())
-    os.replace(tmp, path)
+def public_of(private: Secret) -> str:
+    """The `ssh-ed25519 AAAA...` line of an OpenSSH private key (ValueError if it is not one)."""
+    key = serialization.load_ssh_private_key(private.reveal().encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("not an ed25519 key")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return public.decode()

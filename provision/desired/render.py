@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provision.baseline import hardening
 from provision.config import settings
+from provision.core import privfs
 from provision.core.model import Accel, Hypervisor, Inventory, Network, NetworkMode, Node
+from provision.core.secret import Secret
 from provision.desired import domain, policy, seed
 from provision.desired.golden import UNRESOLVED, GoldenRef
-from provision.desired.hostkeys import KeyPair, write_private
+from provision.desired.hostkeys import KeyPair
 from provision.kubernetes import k8s_seed
 
 
@@ -237,26 +238,29 @@ def known_hosts(rendered: Rendered) -> str:
 
 
 def write(rendered: Rendered, outdir: Path) -> list[Path]:
-    """Write every artifact for review. Files holding secrets are created 0600."""
+    """Write every artifact for review. Files holding secrets are created 0600 in a 0700 folder.
+
+    `outdir` and the folders below it must be ours and writable by nobody else (core.privfs), and
+    every file is replaced through a fresh name: a planted `.tmp` or symlink there can neither
+    capture a host key nor redirect a write onto another file.
+    """
     written: list[Path] = []
 
-    def put(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    def put(path: Path, content: str | Secret) -> None:
+        secret = isinstance(content, Secret)
+        privfs.ensure_dir(path.parent, 0o700 if secret else 0o755)
+        data = content.reveal() if isinstance(content, Secret) else content
+        privfs.write_file(path, data.encode(), 0o600 if secret else 0o644)
         written.append(path)
 
+    privfs.ensure_dir(outdir, 0o755)
     for r in rendered.nodes:
         d = outdir / r.node.name
         put(d / "domain.xml", r.domain_xml)
         put(d / "volume.xml", r.overlay_xml)
+        privfs.ensure_dir(d / "seed", 0o700)
         for name, content in r.seed.files().items():
-            if isinstance(content, str):
-                put(d / "seed" / name, content)
-            else:
-                (d / "seed").mkdir(parents=True, exist_ok=True)
-                write_private(d / "seed" / name, content)
-                written.append(d / "seed" / name)
-        os.chmod(d / "seed", 0o700)
+            put(d / "seed" / name, content)
     for name, xml in rendered.pools().items():
         put(outdir / "pools" / f"{name}.xml", xml)
     for name, xml in rendered.networks().items():

@@ -9,33 +9,57 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
+from provision.core import privfs
 from provision.core.secret import Secret
-from provision.desired.hostkeys import KeyPair, generate, write_private
+from provision.desired.hostkeys import KeyPair, generate, public_of
 
 PLACEHOLDER_COMMENT = "placeholder-no-key-yet"
 
 
 def load(path: Path) -> KeyPair | None:
-    """The key pair at `path` (+ `.pub`), or None if it was never created."""
-    pub = path.with_name(path.name + ".pub")
-    if path.exists() and pub.exists():
-        return KeyPair(Secret(path.read_text()), pub.read_text().strip())
-    return None
+    """The key pair at `path` (+ `.pub`), or None if it was never created.
+
+    A key decides who is authorised (`NOPASSWD:ALL` for the admin key) and whose host key is
+    believed, so it is used only if nobody else could have written or read it (core.privfs), and
+    its public half is derived from the private key: a `.pub` that does not match is refused.
+    """
+    if not privfs.check_dir(path.parent):
+        return None
+    raw = privfs.read_file(path, secret=True)
+    pub_path = path.with_name(path.name + ".pub")
+    pub = privfs.read_file(pub_path, secret=False)
+    if raw is None or pub is None:
+        return None
+    private = Secret(raw.decode("utf-8", "replace"))
+    public = pub.decode("utf-8", "replace").strip()
+    try:
+        derived = public_of(private)
+    except ValueError as exc:
+        raise privfs.UnsafePathError(
+            f"{path} is not an OpenSSH ed25519 private key: {exc}",
+            hint="restore it from a backup, or remove it and the .pub so provision makes a new "
+            "one (a new host key must be re-pinned; a new admin key re-authorised)",
+        ) from None
+    if public.split()[:2] != derived.split()[:2]:
+        raise privfs.UnsafePathError(
+            f"{pub_path} does not hold the public half of {path}",
+            hint="someone changed one of them: restore both, or remove both so provision makes "
+            "a new pair",
+        )
+    return KeyPair(private, public)
 
 
 def load_or_create(path: Path, comment: str) -> KeyPair:
     """The key pair at `path` (+ `.pub`), creating it owner-only if absent."""
+    privfs.ensure_dir(path.parent)
     pair = load(path)
     if pair is not None:
         return pair
     pair = generate(comment)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    write_private(path, pair.private)
-    path.with_name(path.name + ".pub").write_text(pair.public + "\n")
+    privfs.write_file(path, pair.private.reveal().encode(), 0o600)
+    privfs.write_file(path.with_name(path.name + ".pub"), (pair.public + "\n").encode(), 0o644)
     return pair
 
 

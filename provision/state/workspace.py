@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provision.boundary import localhost, ssh, transport
+from provision.core import privfs
 from provision.core.errors import UsageError
 from provision.core.model import Accel, Hypervisor, Inventory, Node
 from provision.desired import render
@@ -50,6 +51,8 @@ def render_inventory(
     does not exist yet renders as a placeholder, and a warning says so.
     """
     missing: list[str] = []
+    if create_keys:
+        privfs.ensure_dir(paths.inventory_dir(inv))
 
     def key(path: Path, comment: str) -> KeyPair:
         if create_keys:
@@ -114,8 +117,7 @@ def write_known_hosts(inv: Inventory, rendered: render.Rendered) -> None:
     path = paths.known_hosts(inv)
     ours = render.known_hosts(rendered).splitlines()
     hosts = {line.split()[0] for line in ours}
-    kept = []
-    if path.exists():
-        kept = [x for x in path.read_text().splitlines() if x and x.split()[0] not in hosts]
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text("\n".join([*kept, *ours]) + "\n")
+    privfs.ensure_dir(path.parent)
+    old = privfs.read_file(path, secret=False) or b""
+    kept = [x for x in old.decode().splitlines() if x and x.split()[0] not in hosts]
+    privfs.write_file(path, ("\n".join([*kept, *ours]) + "\n").encode(), 0o644)
