@@ -107,4 +107,6 @@ def test_write_seed_replaces_an_existing_image_and_keeps_it_owner_only(tmp_path:
     seediso.write_seed(path, SEED)
     assert path.stat().st_mode & 0o777 == 0o600
     assert _read(_open(path.read_bytes()), rr_path="/network-config") == FILES["network-config"]
-    assert not (tmp_path / "seed.img.tmp").exists()
+    # Never written through nor reused (fresh O_EXCL names now); no temporary of ours is left.
+    assert (tmp_path / "seed.img.tmp").read_text() == "stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.img", "seed.img.tmp"]

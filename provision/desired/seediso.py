@@ -7,13 +7,13 @@ machine. The image carries the node's private host key: it is written 0600 from 
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import pycdlib
 
+from provision.core import privfs
 from provision.desired.seed import Seed
 
 # cloud-init 22.4 (DataSourceNoCloud._get_devices) looks for an iso9660 or vfat device whose
@@ -58,11 +58,5 @@ def write_seed(path: Path, seed: Seed) -> Path:
         name: value if isinstance(value, str) else value.reveal()
         for name, value in seed.files().items()
     }
-    image = seed_image(files)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # O_EXCL below: never reuse a file someone else created
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(image)
-    os.replace(tmp, path)
+    privfs.write_file(path, seed_image(files), 0o600)
     return path
