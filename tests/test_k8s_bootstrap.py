@@ -109,3 +109,43 @@ def test_an_inventory_without_kubernetes_has_no_bootstrap() -> None:
     )
     assert k8s_bootstrap.playbook(plain) is None
     assert isinstance(inv.kubernetes, Kubernetes)
+
+
+def test_the_bundle_goes_into_a_private_directory_and_is_checked_by_digest_there(
+    tmp_path: Path,
+) -> None:
+    """Issue #15: the bundle used to go to a fixed /var/tmp path any node user could pre-create.
+    Now root makes a 0700 directory owned by the admin user before each upload, the install step
+    hands the node bundle_sha256 to compare with what it received, and the copy is removed."""
+    bundle = tmp_path / "bundle.tar"
+    bundle.write_bytes(b"bundle")
+    inv = _oslo(K8sInstall.BUNDLE, bundle=bundle, bundle_sha256="ab" * 32)
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    installed = False
+
+    def run(node: str, argv: Sequence[str], stdin: str | None) -> CommandResult:
+        nonlocal installed
+        calls.append((node, tuple(argv)))
+        if "install" in argv and k8s_bootstrap.NODE_BUNDLE in argv:
+            installed = True
+        missing = argv[-1] == "check" and argv[-2].endswith("/bundle") and not installed
+        return CommandResult(1 if missing else 0, "", "")
+
+    uploads: list[tuple[str, str]] = []
+    cp = inv.node("cp1")
+    k8s_bootstrap.bootstrap(
+        inv, [cp], run, lambda n, local, remote: uploads.append((n, remote)), lambda *a: None
+    )
+    assert uploads == [("cp1", k8s_bootstrap.NODE_BUNDLE)]
+    assert k8s_bootstrap.NODE_BUNDLE.startswith(k8s_bootstrap.BUNDLE_INCOMING + "/")
+    argvs = [argv for _node, argv in calls]
+    made = argvs.index(
+        ("sudo", "-n", "--", "install", "-d", "-o", cp.admin.name, "-m", "0700", "--",
+         k8s_bootstrap.BUNDLE_INCOMING)
+    )  # fmt: skip
+    install = next(
+        i for i, a in enumerate(argvs) if a[-3:-1] == ("install", k8s_bootstrap.NODE_BUNDLE)
+    )
+    assert argvs[install][-1] == "ab" * 32
+    removed = argvs.index(("sudo", "-n", "--", "rm", "-f", "--", k8s_bootstrap.NODE_BUNDLE))
+    assert made < install < removed

@@ -9,6 +9,7 @@ the config directory overridden with PROVISION_K8S_ETC.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -34,7 +35,20 @@ DATA = Path(__file__).resolve().parent / "data" / "k8s"
 SCRIPTS = ("prereqs", "bundle", "init", "join", "policies")
 # Real tools the scripts may use here, linked into the curated PATH (never kubeadm/kubectl).
 REAL_TOOLS = (
-    *("awk", "basename", "cat", "chmod", "cut", "dirname", "find", "grep", "gzip", "head", "id"),
+    *(
+        "awk",
+        "basename",
+        "cat",
+        "chmod",
+        "cp",
+        "cut",
+        "dirname",
+        "find",
+        "grep",
+        "gzip",
+        "head",
+        "id",
+    ),
     *("install", "mkdir", "mktemp", "mv", "paste", "readlink", "rm", "sed", "sha256sum", "sort"),
     *("stat", "tar", "tr", "wc"),
 )
@@ -132,10 +146,13 @@ def test_bundle_verify_accepts_a_good_bundle(
     bundle_env: Env, tmp_path: Path, gz: bool, prefix: str
 ) -> None:
     path = tmp_path / "bundle.tar"
-    write_bundle(path, good_files(), gz=gz, prefix=prefix)
-    result = bundle_env.run("bundle", "verify", str(path))
+    digest = write_bundle(path, good_files(), gz=gz, prefix=prefix)
+    result = bundle_env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 0, result.stderr
-    assert "verified: 12 files match SHA256SUMS, 5 pinned artifacts match" in result.stdout
+    assert (
+        f"verified: sha256 {digest}, 12 files match SHA256SUMS, 5 pinned artifacts match"
+        in result.stdout
+    )
     assert list(bundle_env.tmp.iterdir()) == []  # its private work directory is gone
 
 
@@ -207,7 +224,7 @@ def test_bundle_verify_refuses_a_tampered_bundle_like_the_python_verifier(
     files, sums, odd, fragments = _scenarios()[scenario]
     path = tmp_path / "bundle.tar"
     digest = write_bundle(path, files, sums=sums, odd=odd)
-    result = bundle_env.run("bundle", "verify", str(path))
+    result = bundle_env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 3, result.stdout + result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
@@ -221,8 +238,8 @@ def test_bundle_verify_refuses_a_tampered_bundle_like_the_python_verifier(
 def test_bundle_verify_lists_every_listing_problem_at_once(bundle_env: Env, tmp_path: Path) -> None:
     path = tmp_path / "bundle.tar"
     odd = (Odd("../x", tarfile.REGTYPE), Odd("bin/l", tarfile.SYMTYPE, "/etc/passwd"))
-    write_bundle(path, good_files() | {"notes.txt": b"hi"}, odd=odd)
-    result = bundle_env.run("bundle", "verify", str(path))
+    digest = write_bundle(path, good_files() | {"notes.txt": b"hi"}, odd=odd)
+    result = bundle_env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 3
     assert len(result.stderr.splitlines()) == 3, result.stderr
 
@@ -230,21 +247,22 @@ def test_bundle_verify_lists_every_listing_problem_at_once(bundle_env: Env, tmp_
 def test_bundle_verify_refuses_a_file_that_is_not_a_tar(bundle_env: Env, tmp_path: Path) -> None:
     path = tmp_path / "bundle.tar"
     path.write_bytes(b"not a tar" * 100)
-    result = bundle_env.run("bundle", "verify", str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = bundle_env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 3
     assert "bundle: refused: not a readable tar archive" in result.stderr
 
 
 def test_bundle_verify_refuses_a_missing_bundle(bundle_env: Env, tmp_path: Path) -> None:
-    result = bundle_env.run("bundle", "verify", str(tmp_path / "nowhere.tar"))
+    result = bundle_env.run("bundle", "verify", str(tmp_path / "nowhere.tar"), "0" * 64)
     assert result.returncode == 3
     assert "no such file" in result.stderr
 
 
 def test_bundle_verify_needs_the_rendered_pins(env: Env, tmp_path: Path) -> None:
     path = tmp_path / "bundle.tar"
-    write_bundle(path, good_files())
-    result = env.run("bundle", "verify", str(path))
+    digest = write_bundle(path, good_files())
+    result = env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 5
     assert f"missing {env.etc}/pins.sha256 (rendered by the seed)" in result.stderr
 
@@ -252,10 +270,29 @@ def test_bundle_verify_needs_the_rendered_pins(env: Env, tmp_path: Path) -> None
 def test_bundle_verify_refuses_malformed_pins(bundle_env: Env, tmp_path: Path) -> None:
     (bundle_env.etc / "pins.sha256").write_text("deadbeef  bin/kubeadm\n")
     path = tmp_path / "bundle.tar"
-    write_bundle(path, good_files())
-    result = bundle_env.run("bundle", "verify", str(path))
+    digest = write_bundle(path, good_files())
+    result = bundle_env.run("bundle", "verify", str(path), digest)
     assert result.returncode == 5
     assert "pins.sha256 line 1 is not" in result.stderr
+
+
+def test_the_node_compares_what_it_received_with_bundle_sha256(
+    bundle_env: Env, tmp_path: Path
+) -> None:
+    """Issue #15: the operator's machine checks bundle_sha256 at preflight and reads the file
+    again minutes later to upload it; a bundle swapped in between (a good, pinned one even) is
+    refused by the node before anything is extracted."""
+    path = tmp_path / "bundle.tar"
+    digest = write_bundle(path, good_files())
+    other = write_bundle(tmp_path / "other.tar", good_files(), gz=True)
+    result = bundle_env.run("bundle", "verify", str(path), other)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"bundle: refused: {path}: sha256 {digest} is not the inventory's bundle_sha256 {other}"
+    )
+    assert list(bundle_env.tmp.iterdir()) == []
+    bad = bundle_env.run("bundle", "verify", str(path), "ZZ")
+    assert bad.returncode != 0 and "64 lowercase hex" in bad.stderr
 
 
 def test_bundle_check_fails_when_the_pinned_binaries_are_not_installed(bundle_env: Env) -> None:

@@ -30,7 +30,11 @@ from provision.kubernetes import k8s_bundle, k8s_pins
 from provision.kubernetes.k8s_seed import SCRIPTS_DIR, is_k8s
 
 NAME = "kubernetes"
-NODE_BUNDLE = "/var/tmp/provision-k8s-bundle.tar"
+# The upload lands in a directory only the admin user (and root) can enter, made by root under a
+# root-owned parent: no other node user can pre-create the path, open the file while it is written
+# or swap it before `bundle install` copies it and compares it with bundle_sha256.
+BUNDLE_INCOMING = "/var/lib/provision/k8s-incoming"
+NODE_BUNDLE = f"{BUNDLE_INCOMING}/bundle.tar"
 JOIN_MATERIAL = "/var/lib/provision/k8s/join.env"  # written 0600 by `init` on the control plane
 WORKER_JOIN_MATERIAL = "/etc/provision/k8s/join.env"
 ALL = Selector(roles=(Role.K8S_CONTROL_PLANE, Role.K8S_WORKER))
@@ -56,7 +60,7 @@ def steps(inv: Inventory) -> tuple[tuple[Step, ...], tuple[Step, ...]]:
     if k8s.install is K8sInstall.PREREQUISITES:
         return tuple(first), ()
     if k8s.install is K8sInstall.BUNDLE:
-        first.append(_script("bundle", ALL, "install", NODE_BUNDLE))
+        first.append(_script("bundle", ALL, "install", NODE_BUNDLE, k8s.bundle_sha256 or ""))
     first.append(_script("init", CONTROL_PLANE, "apply"))
     second = (_script("join", WORKERS, "apply"), _script("policies", CONTROL_PLANE, "apply"))
     return tuple(first), second
@@ -112,14 +116,32 @@ def bootstrap(
         for node in k8s_nodes:
             if run(node.name, ("sudo", "-n", "--", bundle_check, "check"), None).returncode != 0:
                 emit(node.name, f"{NAME}/copy-bundle", "start", str(k8s.bundle))
+                _incoming(node, run)
                 upload(node.name, k8s.bundle, NODE_BUNDLE)
                 emit(node.name, f"{NAME}/copy-bundle", "applied", "")
     results = apply_playbooks([Playbook(NAME, Path("<kubernetes>"), first)], k8s_nodes, run, emit)
+    if k8s.install is K8sInstall.BUNDLE:
+        for node in k8s_nodes:  # installed (or refused): the copy is not needed any more
+            run(node.name, ("sudo", "-n", "--", "rm", "-f", "--", NODE_BUNDLE), None)
     if not second:
         return results
     _hand_out_join_material(k8s_nodes, run, emit)
     results += apply_playbooks([Playbook(NAME, Path("<kubernetes>"), second)], k8s_nodes, run, emit)
     return results
+
+
+def _incoming(node: Node, run: Run) -> None:
+    made = run(
+        node.name,
+        ("sudo", "-n", "--", "install", "-d", "-o", node.admin.name, "-m", "0700", "--",
+         BUNDLE_INCOMING),
+        None,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise PlaybookError(
+            NAME, "copy-bundle", node.name, f"could not make {BUNDLE_INCOMING}",
+            made.returncode, made.stderr.splitlines()[-5:],
+        )  # fmt: skip
 
 
 def _hand_out_join_material(nodes: Sequence[Node], run: Run, emit: Emit) -> None:

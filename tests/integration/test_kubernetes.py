@@ -160,10 +160,10 @@ def test_the_node_refuses_a_tampered_bundle(session: ssh.Session, tmp_path: Path
     """Fake binaries in the real layout: the node's pins are the upstream checksums, so every
     binary is refused, as a bundle with a swapped binary would be."""
     bundle = tmp_path / "bundle.tar"
-    write_bundle(bundle, good_files())
+    digest = write_bundle(bundle, good_files())
     session.put_file("/var/tmp/tampered.tar", bundle, 0o600)
-    run = session.run(["sudo", "-n", f"{SCRIPTS}/bundle", "verify", "/var/tmp/tampered.tar"],
-                      check=False)  # fmt: skip
+    run = session.run(["sudo", "-n", f"{SCRIPTS}/bundle", "verify", "/var/tmp/tampered.tar",
+                       digest], check=False)  # fmt: skip
     assert run.returncode == 3, run.stdout + run.stderr
     assert "kubeadm" in run.stderr
     session.run(["rm", "-f", "/var/tmp/tampered.tar"])
