@@ -6,8 +6,10 @@ only root and openssh-server (which .ci/run installs): without them they fail, n
 
 from __future__ import annotations
 
+import io
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +146,64 @@ def test_put_and_get_round_trip_with_mode(server: Server, tmp_path: Path) -> Non
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.read_bytes() == data
     assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary file left
+
+
+class _Watching(io.BytesIO):
+    """A source that, each time the upload asks for data, looks at what the node has so far."""
+
+    def __init__(self, data: bytes, look: Callable[[], None]) -> None:
+        super().__init__(data)
+        self._look = look
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._look()
+        return super().read(size)
+
+
+def test_put_never_leaves_the_file_where_another_user_could_open_it(
+    server: Server, tmp_path: Path
+) -> None:
+    """Issue #15: SFTP creates the temporary file 0644 and chmods it afterwards, so another user
+    of the node could open it in between and read the secret through that descriptor later. Now
+    it is born in a fresh 0700 directory: while data flows, the only way to the file is through
+    a directory that user cannot enter (checked with a real unprivileged process)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /var/tmp: every node user may create names here
+    target = shared / "bundle.tar"
+    seen: list[Path] = []
+
+    def look() -> None:
+        staged = [p for p in shared.rglob("*") if p.is_file()]
+        assert len(staged) == 1, staged
+        f = staged[0]
+        seen.append(f)
+        assert f.parent != shared, "the file is reachable straight from the shared directory"
+        assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+        other = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                     "cat", str(f)], check=False)  # fmt: skip
+        assert other.returncode != 0 and "Permission denied" in other.stderr
+
+    data = b"secret" * 400_000  # a few chunks: looked at before each of them
+    with ssh.connect(server.target()) as s:
+        s._put(str(target), _Watching(data, look), 0o600, "put", "")
+    assert len(seen) >= 2
+    assert target.read_bytes() == data and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in shared.iterdir()] == ["bundle.tar"]  # the stage is gone
+
+
+def test_put_refuses_a_stage_name_that_exists_and_cleans_up_on_failure(
+    server: Server, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-dir" / "file"
+    with ssh.connect(server.target()) as s, pytest.raises(SSHError, match="could not write"):
+        s.put(str(missing), b"x", 0o600)
+    full = tmp_path / "dir-in-the-way"
+    (full / "x").mkdir(parents=True)  # the rename onto a non-empty directory fails
+    with ssh.connect(server.target()) as s, pytest.raises(SSHError):
+        s.put(str(full), b"x", 0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir-in-the-way"]
 
 
 def test_get_of_a_missing_file_is_an_ssh_error(server: Server, tmp_path: Path) -> None:

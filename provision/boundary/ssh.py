@@ -9,6 +9,7 @@ the login user's shell.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import secrets
@@ -168,8 +169,7 @@ class Session:
         return result
 
     def put(self, path: str, data: bytes, mode: int) -> None:
-        """Write a file on the node with `mode` set before any data is in it, then rename it into
-        place, so a secret is never readable with the server's default mode, even briefly."""
+        """Write a file on the node atomically, never reachable by other node users on the way."""
         self._put(path, io.BytesIO(data), mode, f"could not write {path}", "")
 
     def put_file(self, path: str, source: Path, mode: int) -> None:
@@ -178,15 +178,28 @@ class Session:
             self._put(path, src, mode, f"could not copy {source} to {path}", "the free space and ")
 
     def _put(self, path: str, src: BinaryIO, mode: int, what: str, check: str) -> None:
-        tmp = f"{path}.provision-{secrets.token_hex(4)}"
+        # SFTP creates a file with the server's default mode (0644) and only then takes our chmod:
+        # another user could open it in between and read what follows through that descriptor.
+        # So the file is born in a fresh 0700 directory beside its target (mkdir carries the
+        # mode itself; a name that already exists is refused, never reused), and renamed out of it
+        # only once it is complete and has its mode.
+        parent, _, name = path.rpartition("/")
+        stage = f"{parent}/.provision-{secrets.token_hex(8)}"
+        tmp = f"{stage}/{name}"
         try:
             with self._client.open_sftp() as sftp:
-                with sftp.open(tmp, "wbx") as f:  # x: never write through an existing file
-                    f.chmod(mode)
-                    f.set_pipelined(True)
-                    while chunk := src.read(1 << 20):
-                        f.write(chunk)
-                sftp.posix_rename(tmp, path)
+                sftp.mkdir(stage, 0o700)
+                try:
+                    with sftp.open(tmp, "wbx") as f:
+                        f.chmod(mode)
+                        f.set_pipelined(True)
+                        while chunk := src.read(1 << 20):
+                            f.write(chunk)
+                    sftp.posix_rename(tmp, path)
+                finally:
+                    with contextlib.suppress(OSError):
+                        sftp.remove(tmp)
+                    sftp.rmdir(stage)
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(
                 f"{what} on {self.target.address}: {exc}",
