@@ -313,7 +313,7 @@ def test_network_config_static_for_bridge_dhcp_for_user() -> None:
 
 def test_user_mode_forwards_ssh_on_loopback_only() -> None:
     r = render_inv(inventory.load(LOCAL)).nodes[0]
-    assert "hostfwd=tcp:127.0.0.1:10022-:22" in r.domain_xml
+    assert "user,id=provnet0,restrict=on,hostfwd=tcp:127.0.0.1:10022-:22" in r.domain_xml
     assert r.ssh_address == ("127.0.0.1", 10022)
     assert "[127.0.0.1]:10022 ssh-ed25519 " in render.known_hosts(render_inv(inventory.load(LOCAL)))
 

@@ -243,11 +243,14 @@ def domain_xml(
 
     if network.mode is NetworkMode.USER:
         # libvirt 9.0 has no passt backend: user-mode networking through QEMU arguments, with SSH
-        # forwarded on loopback only. Slot 1 of pcie.0 belongs to a root port on q35.
+        # forwarded on loopback only. restrict=on: the guest reaches nothing through QEMU, neither
+        # this machine's loopback services at 10.0.2.2 (other nodes' SSH forwards, a local sshd)
+        # nor the outside; only the forward into it (and slirp's DHCP) still work.
+        # Slot 1 of pcie.0 belongs to a root port on q35.
         cmd = _sub(dom, f"{{{QEMU_NS}}}commandline")
         for arg in (
             "-netdev",
-            f"user,id=provnet0,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
+            f"user,id=provnet0,restrict=on,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
             "-device",
             "virtio-net-pci,netdev=provnet0,bus=pcie.0,addr=0x10",
         ):

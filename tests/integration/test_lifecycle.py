@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -230,8 +231,10 @@ KEY_FILES = ("ssh_host_ed25519_key", "admin_ed25519", "verifier_ed25519")
 
 
 def test_no_private_key_material_left_behind(
-    inv: Inventory, first_up: Run, conn: libvirt.virConnect
+    inv: Inventory, inv_path: Path, first_up: Run, conn: libvirt.virConnect, tmp_path: Path
 ) -> None:
+    """Issue #15: everything a full `up` leaves behind (state dir, render output, logs, --json
+    events, domain XML with its metadata, the console log, the pool) holds no private key."""
     secrets = [
         keys.load_or_create(paths.node_host_key(inv, NODE), NODE).private.reveal(),
         keys.load_or_create(paths.admin_key(inv), "x").private.reveal(),
@@ -241,10 +244,26 @@ def test_no_private_key_material_left_behind(
     # public for every ed25519 key: the secret scalar is in the lines after them.
     needles = [line for s in secrets for line in s.splitlines()[4:-1]]
     assert all(len(n) >= 20 for n in needles) and len(needles) >= 3
+    dom = conn.lookupByName(NODE)
+    out = tmp_path / "render"
+    rendered = provision("render", "-i", str(inv_path), "-o", str(out))
+    assert rendered.returncode == 0, rendered.stderr
+    status = provision("status", "-i", str(inv_path), "--json")
     places: list[tuple[str, str]] = [
-        ("up output", first_up.stdout + first_up.stderr),
-        ("domain XML", conn.lookupByName(NODE).XMLDesc(0)),
+        ("up output and --json events", first_up.stdout + first_up.stderr),
+        ("render output", rendered.stdout + rendered.stderr),
+        ("status --json", status.stdout + status.stderr),
+        ("domain XML", dom.XMLDesc(0)),
+        ("inactive domain XML", dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
     ]
+    # The seed's user-data is the one rendered file that must hold the host key: 0600 in 0700.
+    user_data = out / NODE / "seed" / "user-data"
+    assert any(n in user_data.read_text() for n in needles)
+    assert stat.S_IMODE(user_data.stat().st_mode) == 0o600
+    assert stat.S_IMODE(user_data.parent.stat().st_mode) == 0o700
+    for path in out.rglob("*"):
+        if path.is_file() and path != user_data:
+            places.append((str(path), path.read_text(errors="replace")))
     logs = [
         Path("/var/log/libvirt/qemu") / f"{NODE}.log",
         Path("/var/log/libvirt/qemu") / f"{NODE}-serial.log",
@@ -261,6 +280,27 @@ def test_no_private_key_material_left_behind(
     for key in (paths.node_host_key(inv, NODE), paths.admin_key(inv), paths.verifier_key(inv)):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-seed-*"))
+
+
+def test_the_guest_reaches_nothing_through_user_networking(inv: Inventory, first_up: Run) -> None:
+    """Issue #15: QEMU user networking without restrict=on let the guest connect to this
+    machine's loopback services through 10.0.2.2 (other nodes' SSH forwards, a local sshd)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(0)
+        port = listener.getsockname()[1]
+        with _session(inv) as s:
+            addr = s.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+            assert "10.0.2.15/" in addr, addr  # the user network itself is up (DHCP answered)
+            for target_port in (port, PORT):  # a local listener, and the node's own forward
+                probe = s.run(
+                    ["timeout", "10", "bash", "-c", f"exec 3<>/dev/tcp/10.0.2.2/{target_port}"],
+                    check=False,
+                )
+                assert probe.returncode != 0, f"the guest reached 10.0.2.2:{target_port}"
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # and nothing arrived
 
 
 def _verify(inv_path: Path, *args: str) -> tuple[Run, dict[str, str]]:
