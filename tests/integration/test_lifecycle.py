@@ -293,9 +293,12 @@ def test_the_guest_reaches_nothing_through_user_networking(inv: Inventory, first
         with _session(inv) as s:
             addr = s.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
             assert "10.0.2.15/" in addr, addr  # the user network itself is up (DHCP answered)
+            own = s.run(["timeout", "10", "bash", "-c", ": >/dev/tcp/127.0.0.1/22"], check=False)
+            assert own.returncode == 0, own.stderr  # the probe itself works
             for target_port in (port, PORT):  # a local listener, and the node's own forward
                 probe = s.run(
-                    ["timeout", "10", "bash", "-c", f"exec 3<>/dev/tcp/10.0.2.2/{target_port}"],
+                    # Not `exec 3<>…`: a failed redirection of exec does not fail bash -c.
+                    ["timeout", "10", "bash", "-c", f": >/dev/tcp/10.0.2.2/{target_port}"],
                     check=False,
                 )
                 assert probe.returncode != 0, f"the guest reached 10.0.2.2:{target_port}"
