@@ -475,7 +475,7 @@ def test_absent_and_null_fields_stay_so() -> None:
 
 
 def _fake_node(
-    tmp_path: Path, inspect_rc: int = 0, active: bool = True, ids: str = "a\nb\n"
+    tmp_path: Path, inspect_rc: int = 0, active: bool = True, ids: str = "a good\nb bad\n"
 ) -> Path:
     """The rendered helper with its PATH pointing first at stand-ins for docker and systemctl
     (the only change to it), so the real verb runs here."""
@@ -489,7 +489,7 @@ def _fake_node(
         '[ "$1 $2" = "-H unix:///var/run/docker.sock" ] || exit 90\n'
         "shift 2\n"
         'case "$*" in\n'
-        f"  'ps -q --no-trunc') cat {tmp_path / 'ids'} ;;\n"
+        f"  'ps --no-trunc --format {{{{.ID}}}} {{{{.Names}}}}') cat {tmp_path / 'ids'} ;;\n"
         f"  'inspect a b') cat {tmp_path / 'inspect.json'}; exit {inspect_rc} ;;\n"
         "  *) exit 91 ;;\n"
         "esac\n"
@@ -521,6 +521,14 @@ def test_docker_inspect_passes_on_only_the_filtered_fields(tmp_path: Path) -> No
 def test_docker_inspect_without_containers_is_an_empty_array(tmp_path: Path) -> None:
     r = _run(_fake_node(tmp_path, ids=""), "docker-inspect", "rootful")
     assert (r.returncode, r.stdout) == (0, "[]\n")
+
+
+def test_docker_inspect_leaves_out_the_verifiers_own_probes(tmp_path: Path) -> None:
+    """docker-probe runs at the same time and removes its container: inspecting it failed the
+    whole verb when it was gone between the listing and the inspect (seen on a loaded machine)."""
+    ids = "a good\nc provision-probe\nb bad\nd provision-probe-user\n"
+    r = _run(_fake_node(tmp_path, ids=ids), "docker-inspect", "rootful")
+    assert r.returncode == 0, r.stderr  # the fake docker answers `inspect a b` only
 
 
 def test_a_failed_docker_inspect_fails_and_passes_nothing_on(tmp_path: Path) -> None:
