@@ -9,6 +9,7 @@ the connect fails there (no route) instead of leaving the machine.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ipaddress
 import json
@@ -302,3 +303,30 @@ def test_a_refusal_is_recorded_where_the_session_reads_it(tmp_path: Path) -> Non
     assert entry["call"] == "gethostbyname_ex of" and entry["target"] == repr(OFF), entry
     assert entry["argv"][:2] == [sys.executable, "-c"], entry
     assert entry["test"].startswith("tests/test_netguard.py::"), entry
+
+
+# Modules that reach the network themselves. The package reaches other machines only through
+# paramiko (boundary/ssh.py) and libvirt (boundary/hypervisor.py), which tests/test_layers.py
+# confines, and through the local processes boundary/process.py starts (mmdebstrap fetches the
+# image's packages itself: the mirror is only a string in its argv, never resolved here).
+_NETWORK_MODULES = {
+    "socket", "ssl", "http", "urllib.request", "urllib3", "requests", "httpx", "aiohttp",
+    "ftplib", "smtplib", "xmlrpc", "asyncio",
+}  # fmt: skip
+
+
+def test_the_package_opens_no_network_connection_of_its_own() -> None:
+    found = []
+    for path in sorted((ROOT / "provision").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                parts = name.split(".")
+                hits = {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & _NETWORK_MODULES
+                if hits:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert not found, found

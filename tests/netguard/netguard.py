@@ -22,12 +22,15 @@ an environment that drops PYTHONPATH, and C extensions that open sockets themsel
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+
+# Every Python child imports this module: not even `typing` unless a type checker reads it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 LOG_ENV = "PROVISION_NETGUARD_LOG"
 NETNS_ENV = "PROVISION_NETGUARD_NETNS"
@@ -96,6 +99,8 @@ def record(call: str, target: str, reason: str) -> None:
     path = os.environ.get(LOG_ENV)
     if not path:
         return
+    import json
+
     line = json.dumps(
         {
             "pid": os.getpid(),
