@@ -1,4 +1,4 @@
-"""Shared test setup: the --integration switch and builders for inventories and renders."""
+"""Shared test setup: the --integration switch, the network guard, golden-file regeneration."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No traffic off this machine (issue #15): every test, and every Python child it starts, is
+# guarded at the socket layer; an attempt fails the test even if the test caught the error.
+pytest_plugins = ["tests.netguard.plugin"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

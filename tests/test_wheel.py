@@ -31,6 +31,7 @@ from provision.baseline import catalogue
 from provision.desired import render, seed
 from provision.verify import suite
 from provision.verify.checks import REGISTRY
+from tests.netguard import netguard
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "inventories" / "local.yaml"
@@ -144,6 +145,9 @@ def _fresh_venv(path: Path) -> tuple[Path, Path]:
 
 def _clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # Back only the network guard (issue #15): its folder holds no `provision`, so what the
+    # children import from the fresh venv is unchanged.
+    env["PYTHONPATH"] = netguard.GUARD_DIR
     env["HOME"] = str(home)  # render reads ~ (and creates nothing there)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
