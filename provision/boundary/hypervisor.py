@@ -54,12 +54,12 @@ class Connection:
         (libvirtd stopped) and a full pool are said as such, whatever libvirt's wording."""
         if not self._alive():
             return HypervisorError(
-                f"{self.uri}: {what}: the connection to libvirtd was lost ({exc})",
+                f"{self.uri}: {what}: the connection to libvirtd was lost: {exc}",
                 hint=_lost_hint(self.uri),
             )
         hint = ""
         if "No space left on device" in str(exc):  # libvirt passes strerror(ENOSPC) through
-            hint = "its filesystem is full: free space there (or grow it), then re-run"
+            hint = "that filesystem is full: free space on it or grow it, then re-run"
         return HypervisorError(f"{self.uri}: {what}: {exc}", hint=hint)
 
     def _alive(self) -> bool:
@@ -329,7 +329,7 @@ class Connection:
 def _lost_hint(uri: str) -> str:
     if uri.startswith("qemu:///"):
         return (
-            "libvirtd stopped during the run: start it (`libvirtd -d`), then re-run; "
+            "libvirtd stopped during the run: start it with `libvirtd -d`, then re-run; "
             "what was done before is kept"
         )
     return "check libvirtd on the hypervisor and the connection to it, then re-run"

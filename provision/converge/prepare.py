@@ -39,7 +39,7 @@ def ensure_image(inv: Inventory, emit: Emit, nodes: Sequence[Node] = ()) -> imag
         except ImageError as exc:
             if not (directory / "manifest.json").exists():
                 raise  # a failed build says what failed
-            raise ImageError(f"golden image {directory}{for_nodes}: {exc.message}", hint) from exc
+            raise ImageError(f"golden image{for_nodes}: {exc.message}", hint) from exc
         emit(Event("*", "image", "info", detail="built" if built else "cached"))
     with phase(emit, "*", "image-verify"):
         problems = image.verify_image(directory)
