@@ -237,3 +237,13 @@ def test_the_file_list_is_an_artifact_verify_checks(tmp_path: Path) -> None:
     assert "files.json.gz" in image.ARTIFACTS
     (directory / "files.json.gz").write_bytes(b"f" * 1300)  # same size, other bytes
     assert image.verify_image(directory) == ["files.json.gz: sha256 differs from the manifest"]
+
+
+def test_a_manifest_that_drops_a_boot_artifact_is_tampering(tmp_path: Path) -> None:
+    """Issue #15: an edited manifest without initrd.img verified clean, and `up` then failed later
+    without naming the image."""
+    directory = _fake_image(tmp_path)
+    doc = json.loads((directory / "manifest.json").read_text())
+    doc["artifacts"] = [a for a in doc["artifacts"] if a["name"] != "initrd.img"]
+    (directory / "manifest.json").write_text(json.dumps(doc))
+    assert image.verify_image(directory) == ["initrd.img: not in the manifest"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from provision.boundary import hypervisor
 from provision.config import inventory
 from provision.converge import prepare
-from provision.core.errors import HypervisorError
-from provision.image import image
+from provision.core.errors import HypervisorError, ImageError
+from provision.image import image, store
+from tests import test_image
 from tests.helpers import GOLDEN, LOCAL, render_inv
 
 POOL = "default-pool"  # the test driver's built-in pool: 100 GiB free
@@ -51,3 +53,19 @@ def test_not_enough_memory_is_refused() -> None:
     with hypervisor.connect("test:///default") as conn, pytest.raises(HypervisorError) as exc:
         prepare.preflight(conn, _renders(memory_mib=4_000_000))
     assert "not enough free memory" in str(exc.value)
+
+
+def test_a_tampered_golden_image_is_refused_naming_the_image_and_the_nodes(
+    tmp_path: Path,
+) -> None:
+    """Issue #15: the refusal named neither the image directory nor the nodes it would reach."""
+    inv = inventory.load(LOCAL)
+    inv = dataclasses.replace(inv, state_dir=tmp_path, image=test_image.SPEC)
+    directory = test_image._fake_image(store.images_dir(tmp_path))
+    with (directory / "vmlinuz").open("r+b") as f:
+        f.write(b"X")  # same size, other bytes
+    with pytest.raises(ImageError) as err:
+        prepare.ensure_image(inv, lambda _e: None, inv.nodes)
+    assert str(directory) in str(err.value) and "vmlinuz: sha256 differs" in str(err.value)
+    assert all(n.name in str(err.value) for n in inv.nodes)
+    assert "image build --force" in str(err.value)

@@ -49,11 +49,30 @@ class Connection:
         # Opened with openReadOnly: libvirtd itself refuses every change (drift's guarantee).
         self.read_only = read_only
 
+    def _error(self, what: str, exc: libvirt.libvirtError) -> HypervisorError:
+        """A failed call as one line with the next step: a connection that died under the run
+        (libvirtd stopped) and a full pool are said as such, whatever libvirt's wording."""
+        if not self._alive():
+            return HypervisorError(
+                f"{self.uri}: {what}: the connection to libvirtd was lost: {exc}",
+                hint=_lost_hint(self.uri),
+            )
+        hint = ""
+        if "No space left on device" in str(exc):  # libvirt passes strerror(ENOSPC) through
+            hint = "that filesystem is full: free space on it or grow it, then re-run"
+        return HypervisorError(f"{self.uri}: {what}: {exc}", hint=hint)
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
     def domains(self) -> list[DomainFact]:
         try:
             return [self._fact(d) for d in self._conn.listAllDomains()]
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot list domains: {exc}") from exc
+            raise self._error("cannot list domains", exc) from exc
 
     def domain(self, name: str) -> DomainFact | None:
         try:
@@ -61,7 +80,7 @@ class Connection:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise HypervisorError(f"{self.uri}: cannot look up domain {name}: {exc}") from exc
+            raise self._error(f"cannot look up domain {name}", exc) from exc
         return self._fact(dom)
 
     def _fact(self, dom: libvirt.virDomain) -> DomainFact:
@@ -70,7 +89,7 @@ class Connection:
             meta: domain.NodeMeta | None = domain.parse_metadata(text)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                raise HypervisorError(f"{self.uri}: cannot read {dom.name()}: {exc}") from exc
+                raise self._error(f"cannot read {dom.name()}", exc) from exc
             meta = None
         try:
             # The definition the next start uses, which for a running domain may differ from the
@@ -78,7 +97,7 @@ class Connection:
             persistent = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isPersistent() else ""
             return DomainFact(dom.name(), bool(dom.isActive()), dom.XMLDesc(0), meta, persistent)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot read {dom.name()}: {exc}") from exc
+            raise self._error(f"cannot read {dom.name()}", exc) from exc
 
     def define(self, xml: str) -> None:
         """Define (or redefine) a domain, letting libvirt validate the XML against its schema."""
@@ -92,7 +111,7 @@ class Connection:
         try:
             self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: libvirt rejected the domain: {exc}") from exc
+            raise self._error("libvirt rejected the domain", exc) from exc
 
     # --- storage -------------------------------------------------------------------------------
 
@@ -103,7 +122,7 @@ class Connection:
             pool = self._conn.storagePoolLookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise HypervisorError(f"{self.uri}: cannot look up pool {name}: {exc}") from exc
+                raise self._error(f"cannot look up pool {name}", exc) from exc
             pool = self._call(f"define pool {name}", self._conn.storagePoolDefineXML, xml, 0)
             self._call(f"build pool {name}", pool.build, 0)  # creates the directory
             changed = True
@@ -127,7 +146,7 @@ class Connection:
             pool.refresh(0)
             return pool
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: storage pool {name}: {exc}") from exc
+            raise self._error(f"storage pool {name}", exc) from exc
 
     def pool_paths(self) -> dict[str, str]:
         """Every storage pool's name -> its target path ("" for a pool without one, e.g. rbd)."""
@@ -137,7 +156,7 @@ class Connection:
                 p.name(): ET.fromstring(p.XMLDesc(0)).findtext("target/path") or "" for p in pools
             }
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot list storage pools: {exc}") from exc
+            raise self._error("cannot list storage pools", exc) from exc
 
     def pool_free_bytes(self, pool_name: str) -> int:
         return int(self._pool(pool_name).info()[3])
@@ -182,7 +201,7 @@ class Connection:
         except libvirt.libvirtError as exc:
             _abort(stream)
             self._delete(vol)  # a half-written artifact of ours is never worth keeping
-            raise HypervisorError(f"{self.uri}: upload of {name} failed: {exc}") from exc
+            raise self._error(f"upload of {name} to pool {pool_name} failed", exc) from exc
         except BaseException:  # interrupted: progress() raises when the run is cancelled
             _abort(stream)
             self._delete(vol)
@@ -192,7 +211,7 @@ class Connection:
 
     def create_volume(self, pool_name: str, xml: str) -> None:
         pool = self._pool(pool_name)
-        self._call("create volume", pool.createXML, xml, 0)
+        self._call(f"create a volume in pool {pool_name}", pool.createXML, xml, 0)
 
     def delete_volume(self, pool_name: str, name: str) -> bool:
         pool = self._pool(pool_name)
@@ -201,7 +220,7 @@ class Connection:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return False
-            raise HypervisorError(f"{self.uri}: volume {name}: {exc}") from exc
+            raise self._error(f"volume {name}", exc) from exc
         self._delete(vol)
         return True
 
@@ -209,7 +228,7 @@ class Connection:
         try:
             vol.delete(0)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot delete volume {vol.name()}: {exc}") from exc
+            raise self._error(f"cannot delete volume {vol.name()}", exc) from exc
 
     # --- domains -------------------------------------------------------------------------------
 
@@ -217,7 +236,7 @@ class Connection:
         try:
             return self._conn.lookupByName(name)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: no domain {name}: {exc}") from exc
+            raise self._error(f"no domain {name}", exc) from exc
 
     def start(self, name: str) -> None:
         dom = self._dom(name)
@@ -295,7 +314,7 @@ class Connection:
         try:
             return fn(*args)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot {what}: {exc}") from exc
+            raise self._error(f"cannot {what}", exc) from exc
 
     def free_memory_mib(self) -> int:
         return int(self._call("read free memory", self._conn.getFreeMemory)) // (1 << 20)
@@ -304,7 +323,16 @@ class Connection:
         try:
             return str(self._conn.getCapabilities())
         except libvirt.libvirtError as exc:
-            raise HypervisorError(f"{self.uri}: cannot read capabilities: {exc}") from exc
+            raise self._error("cannot read capabilities", exc) from exc
+
+
+def _lost_hint(uri: str) -> str:
+    if uri.startswith("qemu:///"):
+        return (
+            "libvirtd stopped during the run: start it with `libvirtd -d`, then re-run; "
+            "what was done before is kept"
+        )
+    return "check libvirtd on the hypervisor and the connection to it, then re-run"
 
 
 def _abort(stream: libvirt.virStream) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shlex
 import signal
@@ -358,6 +359,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a bug, not the machine: the traceback is what to report
+        if args.debug:
+            traceback.print_exc()
+        # What the typed errors do not cover yet (e.g. a lock's record): still one line.
+        print(
+            f"error: cannot write {exc.filename or 'a file'}: {exc.strerror} "
+            "(free space on that filesystem, then re-run)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -109,7 +109,7 @@ def up(
     guard = Guard(emit)
     playbooks = load_playbooks(inv)  # a broken playbook stops the run before it changes anything
     k8s_bootstrap.preflight(inv)  # so does a Kubernetes role without pinned checksums or bundle
-    manifest = prepare.ensure_image(inv, guard)
+    manifest = prepare.ensure_image(inv, guard, nodes)
     rendered, warnings = workspace.render_inventory(inv, nodes, create_keys=True)
     for w in warnings:
         guard(Event("*", "render", "warn", detail=w))

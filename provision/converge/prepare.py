@@ -7,7 +7,7 @@ and executes those steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from provision.boundary import hypervisor, localhost, transport
@@ -16,7 +16,7 @@ from provision.converge.pool import pool_op
 from provision.converge.steps import GoldenKind
 from provision.core.errors import HypervisorError, ImageError
 from provision.core.events import Emit, Event, phase
-from provision.core.model import Accel, Inventory
+from provision.core.model import Accel, Inventory, Node
 from provision.desired import domain, golden, render
 from provision.desired.facts import choose_accel, cpu_flags
 from provision.image import image, store
@@ -24,19 +24,30 @@ from provision.image import image, store
 NODE_DISK_HEADROOM = 1 << 30  # an overlay starts tiny; first boot writes a few hundred MiB
 
 
-def ensure_image(inv: Inventory, emit: Emit) -> image.Manifest:
+def ensure_image(inv: Inventory, emit: Emit, nodes: Sequence[Node] = ()) -> image.Manifest:
+    """The golden image, built or cached, checked against its manifest before libvirt is touched:
+    a changed artifact is never uploaded, and the refusal names the nodes it would have reached."""
     images = store.images_dir(inv.state_dir)
+    directory = image.image_dir(images, inv.image)
+    for_nodes = f" for {', '.join(n.name for n in nodes)}" if nodes else ""
+    hint = "rebuild it with `provision image build --force`, then re-run; nothing was changed"
     with phase(emit, "*", "image"):
-        manifest, built = image.build_image(
-            inv.image, images, progress=lambda s: emit(Event("*", "image", "info", detail=s))
-        )
+        try:
+            manifest, built = image.build_image(
+                inv.image, images, progress=lambda s: emit(Event("*", "image", "info", detail=s))
+            )
+        except ImageError as exc:
+            if not (directory / "manifest.json").exists():
+                raise  # a failed build says what failed
+            raise ImageError(f"golden image{for_nodes}: {exc.message}", hint) from exc
         emit(Event("*", "image", "info", detail="built" if built else "cached"))
     with phase(emit, "*", "image-verify"):
-        problems = image.verify_image(image.image_dir(images, inv.image))
+        problems = image.verify_image(directory)
     if problems:
         raise ImageError(
-            "golden image does not match its manifest: " + "; ".join(problems),
-            hint="rebuild it with `provision image build --force`",
+            f"golden image {directory}{for_nodes} does not match its manifest: "
+            + "; ".join(problems),
+            hint=hint,
         )
     return manifest
 

@@ -62,6 +62,10 @@ class ImageError(ProvisionError):
     """A golden image is missing, corrupt, or could not be built."""
 
 
+class StateError(ProvisionError):
+    """The local state directory (keys, known_hosts, locks) could not be read or written."""
+
+
 class SSHError(ProvisionError):
     """A node could not be reached, or presented the wrong host key."""
 

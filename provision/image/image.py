@@ -68,6 +68,7 @@ BASE_PACKAGES: tuple[str, ...] = (
 # files.json.gz (provision/image/files.py): the rootfs file list drift compares a node against.
 ARTIFACTS = ("rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json", file_list.FILES_ARTIFACT)
 Progress = Callable[[str], None]
+BOOT_ARTIFACTS = ARTIFACTS[:3]  # uploaded to the pool: the base image, kernel and initrd
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,9 @@ def verify_image(directory: Path) -> list[str]:
         manifest = load_manifest(directory)
     except ImageError as exc:
         return [str(exc)]
-    problems = []
+    listed = {a.name for a in manifest.artifacts}
+    # What a node boots from must be listed: an edit that drops an entry is tampering too.
+    problems = [f"{name}: not in the manifest" for name in BOOT_ARTIFACTS if name not in listed]
     for a in manifest.artifacts:
         path = directory / a.name
         if not path.exists():

@@ -9,6 +9,7 @@ relies on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -91,8 +92,11 @@ def hold(
                 "command": command,
                 "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode(), 0)
+            # The record only names this run to one that waits: a full disk must not stop a
+            # run that needs no space (the flock above is the lock).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
         yield
     finally:
         for fd in fds:

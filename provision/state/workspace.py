@@ -5,12 +5,13 @@ targets and known_hosts through which they are reached.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from pathlib import Path
 
 from provision.boundary import localhost, ssh, transport
 from provision.core import privfs
-from provision.core.errors import UsageError
+from provision.core.errors import StateError, UsageError
 from provision.core.model import Accel, Hypervisor, Inventory, Node
 from provision.desired import render
 from provision.desired.facts import AccelChoice, choose_accel, cpu_flags
@@ -56,7 +57,13 @@ def render_inventory(
 
     def key(path: Path, comment: str) -> KeyPair:
         if create_keys:
-            return keys.load_or_create(path, comment)
+            try:
+                return keys.load_or_create(path, comment)
+            except OSError as exc:  # privfs writes through fresh names: nothing half-written
+                raise StateError(
+                    f"{comment}: cannot write its key {path}: {exc.strerror}",
+                    hint=_state_hint(inv, exc),
+                ) from exc
         pair = keys.load(path)
         if pair is None:
             missing.append(comment)
@@ -117,7 +124,25 @@ def write_known_hosts(inv: Inventory, rendered: render.Rendered) -> None:
     path = paths.known_hosts(inv)
     ours = render.known_hosts(rendered).splitlines()
     hosts = {line.split()[0] for line in ours}
-    privfs.ensure_dir(path.parent)
-    old = privfs.read_file(path, secret=False) or b""
-    kept = [x for x in old.decode().splitlines() if x and x.split()[0] not in hosts]
-    privfs.write_file(path, ("\n".join([*kept, *ours]) + "\n").encode(), 0o644)
+    try:
+        privfs.ensure_dir(path.parent)
+        old = privfs.read_file(path, secret=False) or b""
+        kept = [x for x in old.decode().splitlines() if x and x.split()[0] not in hosts]
+        text = ("\n".join([*kept, *ours]) + "\n").encode()
+        if text != old:  # an unchanged run writes nothing, so it needs no free space
+            privfs.write_file(path, text, 0o644)
+    except OSError as exc:
+        names = ", ".join(r.node.name for r in rendered.nodes)
+        raise StateError(
+            f"{names}: cannot write their pinned host keys to {path}: {exc.strerror}",
+            hint=_state_hint(inv, exc),
+        ) from exc
+
+
+def _state_hint(inv: Inventory, exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"free space on the filesystem of state_dir {inv.state_dir}, then re-run; "
+            "nothing was changed on the hypervisors"
+        )
+    return f"check that state_dir {inv.state_dir} is writable, then re-run"
