@@ -177,7 +177,7 @@ def test_seed_carries_the_role_sysctls_and_docker_mode() -> None:
 def test_harden_script_runs_before_the_docker_steps() -> None:
     for r in render_inv(inventory.load(OSLO)).nodes:
         runcmd = yaml.safe_load(r.seed.user_data.reveal())["runcmd"]
-        assert runcmd[0] == [seed.HARDEN_SCRIPT]
+        assert runcmd[:2] == ["set -e", [seed.HARDEN_SCRIPT]]
         assert [seed.ROOTLESS_SCRIPT] in runcmd[1:]
 
 

@@ -294,8 +294,11 @@ def _translate(target: Target, exc: Exception) -> SSHError:
         return HostKeyError(
             f"host key mismatch for {where}: expected {_fingerprint(exc.expected_key)}, "
             f"got {_fingerprint(exc.key)} — refusing to run anything",
-            hint="this is not the node we provisioned (or it was rebuilt outside provision): "
-            "find out why before trusting it; never edit the known_hosts file to silence this",
+            hint="if the node was rebuilt outside provision, re-pin it by recreating it with its "
+            "pinned key: `provision down --purge` then `provision up` of that node (its disks go "
+            "too); if it was not, something else answers at that address (a man in the middle): "
+            "run nothing on it until you know what; editing known_hosts cannot help (every run "
+            "rewrites it from state_dir)",
         )
     if isinstance(exc, _UnknownHostKey):
         return HostKeyError(
@@ -313,10 +316,26 @@ def _translate(target: Target, exc: Exception) -> SSHError:
         # OSError: refused, unreachable, TCP timeout. SSHException: the port answered but no SSH
         # banner or handshake came (e.g. QEMU's port forward accepts before the guest's sshd runs).
         return UnreachableError(
-            f"cannot reach SSH at {where}: {exc or type(exc).__name__}",
+            f"cannot reach SSH at {where}: {_unreachable_reason(exc)}",
             hint="is the node running and its SSH port forwarded? `provision status` shows it",
         )
     return SSHError(f"SSH to {where} failed: {type(exc).__name__}: {exc}")
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    """What paramiko's many ways of failing to reach a server mean, in the user's words."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        if all(isinstance(e, ConnectionRefusedError) for e in exc.errors.values()):
+            return "connection refused (nothing listens on that port)"
+        return "; ".join(f"{e}" for e in exc.errors.values()) or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "no answer: the connection timed out"
+    text = str(exc)
+    # Both mean the port accepted but no SSH server spoke in time: which one comes depends on
+    # whether paramiko's banner wait or its handshake wait ran out first.
+    if text.startswith("Error reading SSH protocol banner") or text == "No existing session":
+        return "the port accepts connections but no SSH banner came (no sshd answering yet?)"
+    return text or type(exc).__name__
 
 
 def wait_for_ssh(

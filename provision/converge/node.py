@@ -7,8 +7,11 @@ the next event into Interrupted) follow the steps.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
+import xml.etree.ElementTree as ET
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -138,14 +141,37 @@ def upload_seed(conn: hypervisor.Connection, r: render.NodeRender) -> None:
         conn.upload(r.hypervisor.pool_name, volume, path, domain.raw_volume_xml(volume, 0, "0600"))
 
 
-def wait_ssh(inv: Inventory, r: render.NodeRender, emit: Emit) -> ssh.Session:
+def wait_ssh(
+    inv: Inventory, r: render.NodeRender, emit: Emit, deadline_s: float = SSH_DEADLINE_S
+) -> ssh.Session:
     target = workspace.ssh_target(inv, r)
-    with phase(emit, r.node.name, "ssh", f"{target.host}:{target.port}"):
-        return ssh.wait_for_ssh(
-            target,
-            SSH_DEADLINE_S,
-            progress=lambda s: emit(Event(r.node.name, "ssh", "info", detail=s)),
-        )
+    name = r.node.name
+    with phase(emit, name, "ssh", f"{target.host}:{target.port}"):
+        try:
+            return ssh.wait_for_ssh(
+                target,
+                deadline_s,
+                progress=lambda s: emit(Event(name, "ssh", "info", detail=s)),
+            )
+        except ssh.UnreachableError as exc:
+            # The node booted (or was started) but its sshd never answered: what it printed
+            # while booting is on the hypervisor, in the serial console's log.
+            log = console_log(r)
+            where = (
+                f"its boot messages are in {log} on hypervisor {r.hypervisor.name}; " if log else ""
+            )
+            raise ssh.UnreachableError(
+                f"SSH never answered: {exc.message}",
+                hint=f"{where}`provision console {name}` attaches to the console; the node is "
+                "left as it is, and a re-run of `provision up` waits for it again",
+            ) from exc
+
+
+def console_log(r: render.NodeRender) -> str:
+    """The file the node's serial console is logged to on its hypervisor ("" if none)."""
+    devices = ET.fromstring(r.domain_xml).find("devices")
+    log = devices.find("serial/log") if devices is not None else None
+    return log.get("file", "") if log is not None else ""
 
 
 def wait_cloud_init(session: ssh.Session, name: str) -> None:
@@ -156,12 +182,47 @@ def wait_cloud_init(session: ssh.Session, name: str) -> None:
     )
     if result.returncode == 0:
         return
-    log = session.run(
-        ["sudo", "grep", "-E", "WARNING|ERROR|Traceback|Failed", "/var/log/cloud-init.log"],
-        check=False,
-    )
-    lines = log.stdout.strip().splitlines()[-20:]
+    report = session.run(["sudo", "cat", RESULT_JSON], check=False)
+    output = session.run(["sudo", "tail", "-n", "60", OUTPUT_LOG], check=False)
     raise ProvisionError(
-        f"{name}: cloud-init failed:\n  " + "\n  ".join([*result.stdout.splitlines(), *lines]),
-        hint=f"`provision ssh {name} -- sudo cat /var/log/cloud-init-output.log` for the rest",
+        "cloud-init failed in the guest: "
+        + cloud_init_failure(result.stdout, report.stdout, output.stdout),
+        hint=f"the seed, which holds the node's private host key, stays attached until first "
+        f"boot finishes; the guest's log: `provision ssh {name} -- sudo cat {OUTPUT_LOG}`; if "
+        f"the inventory caused it, fix it and `provision up --replace --nodes {name}` boots the "
+        f"node afresh, else `provision down --purge --nodes {name}` removes it",
     )
+
+
+RESULT_JSON = "/run/cloud-init/result.json"
+OUTPUT_LOG = "/var/log/cloud-init-output.log"
+# cloud-init's own lines in its output log (its timestamped log records and the banner lines):
+# what is left is what the failing commands printed.
+_CLOUD_INIT_OWN = re.compile(r"^(\d{4}-\d\d-\d\d \S+ - \S+\[[A-Z]+\]|Cloud-init v\. )")
+
+
+def cloud_init_failure(status: str, result_json: str, output_tail: str) -> str:
+    """One line from what the guest reported (pure): the modules that failed and their errors
+    (result.json, else `cloud-init status --long`), and the last line the failing commands
+    printed (the output log without cloud-init's own records)."""
+    errors: list[str] = []
+    try:
+        doc = json.loads(result_json)
+        errors = [str(e) for e in doc["v1"]["errors"]]
+    except (ValueError, KeyError, TypeError):
+        pass
+    if not errors:
+        errors = [
+            " ".join(line.split())
+            for line in status.splitlines()
+            if line.strip() and not line.startswith(("time:", "boot_status_code:", "detail:"))
+        ]
+    printed = [
+        line.strip()
+        for line in output_tail.splitlines()
+        if line.strip() and not _CLOUD_INIT_OWN.match(line)
+    ]
+    text = "; ".join(errors) or "status error, no detail"
+    if printed:
+        text += f"; last output: {printed[-1]}"
+    return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import date
@@ -246,6 +246,7 @@ def verify(
     emit: Emit,
     today: date,
     select: str | None = None,
+    connect: Callable[[ssh.Target], ssh.Session] = ssh.connect,
 ) -> list[NodeReport]:
     """Verify each node in turn; a node that cannot be reached is reported, the rest go on."""
     rendered, _ = workspace.render_inventory(inv, nodes)
@@ -257,12 +258,12 @@ def verify(
         t0 = time.monotonic()
         try:
             with phase(emit, name, "connect", detail=f"{hardening.VERIFIER_USER}@pinned key"):
-                session = ssh.connect(verifier_target(inv, r))
-        except SSHError as exc:  # str() carries the hint
-            connect = ("connect", time.monotonic() - t0)
-            reports.append(NodeReport(name, profile.roles, (), str(exc), (connect,)))
+                session = connect(verifier_target(inv, r))
+        except SSHError as exc:  # str() carries the hint; the node's name makes it one line
+            took = ("connect", time.monotonic() - t0)
+            reports.append(NodeReport(name, profile.roles, (), f"{name}: {exc}", (took,)))
             continue
-        connect = ("connect", time.monotonic() - t0)
+        took = ("connect", time.monotonic() - t0)
         t0 = time.monotonic()
         with session, phase(emit, name, "verify"):
             run = run_suite(session, profile, r.node.waivers, today, select)
@@ -274,7 +275,7 @@ def verify(
                 profile.roles,
                 results,
                 None,
-                (connect, checks),
+                (took, checks),
                 fetches=run.fetches,
                 round_trips=run.round_trips,
             )
