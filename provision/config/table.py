@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from provision.config.yamlsrc import Value
+from provision.config.yamlsrc import Value, control
 from provision.core.errors import Problem
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class Setting:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
-    pattern: str | None = None  # for STR, LIST items and MAP keys
+    pattern: str | None = None  # for STR, LIST items and MAP keys; the whole value must match
     table: Table[Any] | None = None  # SECTION: the rows of the nested mapping
     enum: type[StrEnum] | None = None  # ENUM, ENUM_LIST: the choices, and the field's type
     dest: str = ""  # the dataclass field the value fills; the name when not given
@@ -76,6 +76,9 @@ class Setting:
         None  # checked value -> field value, instead of the kind's
     )
     parse: Parser | None = None  # instead of the kind's check
+    # Strings are single lines unless a row says not: a newline (or any control character)
+    # in a name, a label or a path would reach a rendered file as a line of its own.
+    multiline: bool = False
 
     def __post_init__(self) -> None:
         if not self.dest:
@@ -316,12 +319,15 @@ def _check(
         out: dict[str, str] = {}
         for key, v in value.data.items():
             sub = f"{path}.{key}"
-            if setting.pattern and not re.match(setting.pattern, key):
+            text = str(v.data).lower() if isinstance(v.data, bool) else str(v.data)
+            if (setting.pattern and not re.fullmatch(setting.pattern, key)) or control(key):
                 problems.append(value.key_locs[key].problem(sub, f"{key!r} is not a valid key"))
             elif v.is_map or v.is_list or v.data is None:
                 problems.append(v.loc.problem(sub, f"expected a scalar, got {type_name(v.data)}"))
+            elif control(text):
+                problems.append(v.loc.problem(sub, _control_message(text)))
             else:
-                out[key] = str(v.data).lower() if isinstance(v.data, bool) else str(v.data)
+                out[key] = text
         return out
     if setting.kind is Kind.SECTION:
         if not value.is_map:
@@ -360,10 +366,17 @@ def _scalar(setting: Setting, value: Value, path: str, problems: list[Problem]) 
     if setting.choices and data not in setting.choices:
         problems.append(bad(path, f"{data!r} is not one of: {', '.join(setting.choices)}"))
         return None
-    if setting.pattern and not re.match(setting.pattern, data):
+    if not setting.multiline and control(data):
+        problems.append(bad(path, _control_message(data)))
+        return None
+    if setting.pattern and not re.fullmatch(setting.pattern, data):
         problems.append(bad(path, f"{data!r} is not a valid {setting.name}"))
         return None
     return data
+
+
+def _control_message(text: str) -> str:
+    return f"{text!r} contains the control character {control(text)!r}: one line of text only"
 
 
 def _field(setting: Setting, data: Any, base: Path | None) -> Any:
