@@ -378,6 +378,7 @@ TOP: Table[dict[str, Any]] = Table(
         Kind.STR,
         "Where images, keys and known_hosts live; ~ expands.",
         "~/.local/share/provision",
+        expands=True,
     ),
     Setting("image", Kind.SECTION, "The golden image spec.", {}, table=IMAGE),
     Setting("hypervisors", Kind.SECTION, "Named hypervisors (see HYPERVISOR settings)."),
@@ -397,6 +398,7 @@ TOP: Table[dict[str, Any]] = Table(
         Kind.LIST,
         "Playbook files (relative to the inventory) run in order after the nodes are up.",
         [],
+        expands=True,
     ),
 )
 

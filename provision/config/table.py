@@ -72,6 +72,7 @@ class Setting:
     # so a change nothing else watches errs towards recreating the node (desired.policy).
     seed: bool = True
     file: bool = False  # a file on this machine: ~ expands, a relative path is the inventory's
+    expands: bool = False  # ~ and ~user expand (always, for a file): the user must exist
     convert: Callable[[Any], Any] | None = (
         None  # checked value -> field value, instead of the kind's
     )
@@ -83,6 +84,8 @@ class Setting:
     def __post_init__(self) -> None:
         if not self.dest:
             object.__setattr__(self, "dest", self.name)
+        if self.file:
+            object.__setattr__(self, "expands", True)
         if self.enum is not None and not self.choices:
             object.__setattr__(self, "choices", tuple(e.value for e in self.enum))
 
@@ -309,6 +312,7 @@ def _check(
             setting.help,
             choices=setting.choices,
             pattern=setting.pattern,
+            expands=setting.expands,
         )
         items = [_scalar(item, v, f"{path}[{i}]", problems) for i, v in enumerate(value.data)]
         return None if None in items else tuple(items)
@@ -372,6 +376,13 @@ def _scalar(setting: Setting, value: Value, path: str, problems: list[Problem]) 
     if setting.pattern and not re.fullmatch(setting.pattern, data):
         problems.append(bad(path, f"{data!r} is not a valid {setting.name}"))
         return None
+    if setting.expands and data.startswith("~"):
+        try:
+            Path(data).expanduser()
+        except RuntimeError:  # pathlib's "Could not determine home directory"
+            user = data[1:].partition("/")[0]
+            problems.append(bad(path, f"{data!r}: no user {user!r} on this machine to expand ~"))
+            return None
     return data
 
 
