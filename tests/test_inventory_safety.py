@@ -331,3 +331,26 @@ def test_non_utf8_is_located_at_the_first_bad_byte(
     err = capsys.readouterr().err.splitlines()
     assert code == 2
     assert err[0] == f"{path}:3:12: not UTF-8 text: byte 0xe9 cannot start a character here"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("state_dir: /nonexistent/provision-state", "state_dir: ~nouser-pv/state", "state_dir"),
+        (
+            "    managed_key: true ",
+            "    identity_file: ~nouser-pv/k\n    managed_key: true ",
+            "defaults.admin.identity_file",
+        ),
+        ("nodes:\n", "playbooks: [~nouser-pv/pb.yaml]\nnodes:\n", "playbooks[0]"),
+    ],
+)
+def test_a_home_of_no_user_is_a_located_error_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, path: str
+) -> None:
+    """Found by tests/test_inventory_fuzz.py: pathlib raised RuntimeError out of the loader."""
+    assert old in BASE
+    code, err = _render(tmp_path, BASE.replace(old, new, 1), capsys)
+    assert code == 2, err
+    m = LINE.match(err[0])
+    assert m and m["path"] == path and "no user 'nouser-pv' on this machine" in m["msg"], err

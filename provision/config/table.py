@@ -72,7 +72,9 @@ class Setting:
     # so a change nothing else watches errs towards recreating the node (desired.policy).
     seed: bool = True
     file: bool = False  # a file on this machine: ~ expands, a relative path is the inventory's
-    expands: bool = False  # ~ and ~user expand (always, for a file): the user must exist
+    # A path on this machine (always, for a file): ~ and ~user expand, so the user must exist,
+    # and the path must fit Linux's limits, or every open of it fails.
+    expands: bool = False
     convert: Callable[[Any], Any] | None = (
         None  # checked value -> field value, instead of the kind's
     )
@@ -376,14 +378,29 @@ def _scalar(setting: Setting, value: Value, path: str, problems: list[Problem]) 
     if setting.pattern and not re.fullmatch(setting.pattern, data):
         problems.append(bad(path, f"{data!r} is not a valid {setting.name}"))
         return None
-    if setting.expands and data.startswith("~"):
-        try:
-            Path(data).expanduser()
-        except RuntimeError:  # pathlib's "Could not determine home directory"
-            user = data[1:].partition("/")[0]
-            problems.append(bad(path, f"{data!r}: no user {user!r} on this machine to expand ~"))
-            return None
+    message = _path_problem(data) if setting.expands else None
+    if message:
+        problems.append(bad(path, message))
+        return None
     return data
+
+
+PATH_MAX = 4096  # bytes, with the terminating NUL (linux/limits.h)
+NAME_MAX = 255  # bytes of one path component
+
+
+def _path_problem(text: str) -> str | None:
+    try:
+        full = Path(text).expanduser()
+    except RuntimeError:  # pathlib's "Could not determine home directory"
+        user = text[1:].partition("/")[0]
+        return f"{text[:80]!r}: no user {user!r} on this machine to expand ~"
+    if len(str(full).encode()) >= PATH_MAX:
+        return f"a path of {len(str(full).encode())} bytes (Linux takes under {PATH_MAX})"
+    longest = max((len(part.encode()) for part in full.parts), default=0)
+    if longest > NAME_MAX:
+        return f"a path component of {longest} bytes (Linux takes up to {NAME_MAX})"
+    return None
 
 
 def _control_message(text: str) -> str:

@@ -122,6 +122,11 @@ class _Converter:
         except (yaml.YAMLError, ValueError) as exc:  # ValueError: 2026-13-01, 5000 digits
             what = _one_line(str(exc)).split(": use sys.")[0].partition(": value has")[0]
             self.problems.append(loc.problem(path, f"invalid value: {what}"))
+        except (KeyError, IndexError, AttributeError):
+            # SafeConstructor trusts the resolver: an explicit tag on text it would not have
+            # resolved to that type (`!!bool maybe`, `!!timestamp x`, `!!int ''`) breaks it.
+            tag = node.tag.rpartition(":")[2]
+            self.problems.append(loc.problem(path, f"invalid value: {node.value!r} is not a {tag}"))
         return Value(None, loc)
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc, path: str, depth: int) -> Value:
