@@ -29,13 +29,13 @@ from types import FrameType
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from provision.cli.main import main
 from tests.helpers import LOCAL, ROOT
 
-MAX_EXAMPLES = 150  # per test
+MAX_EXAMPLES = 200  # per test
 HANG_S = 10  # far beyond any example (a valid render takes ~25 ms): only a hang reaches it
 FUZZ = settings(
     max_examples=MAX_EXAMPLES,
@@ -119,6 +119,9 @@ def _check_cli(data: bytes) -> None:
         with _bounded(HANG_S), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             code = main(["render", "-i", str(path), "-o", f"{tmp}/out"])
     lines = err.getvalue().splitlines()
+    event(f"exit {code}")  # `--hypothesis-show-statistics` shows how often each outcome came
+    if code == 2 and lines:
+        event("syntax" if "YAML" in lines[0] or "UTF-8" in lines[0] else "checked by the tables")
     assert code in (0, 2), (code, lines)
     if code == 0:
         return
@@ -286,6 +289,7 @@ def test_mangled_fleet_inventory_gives_exit_0_or_located_errors(data: bytes) -> 
 
 NOISE = [b"\xff", b"\xc3", b"\xe9", b"\x00", b"\x85", b"\t", b"\r", b"&a ", b"*a ", b"*nope", b": "]
 NOISE += [b"- ", b"{", b"]", b"'", b'"', b"!!binary ", b"!foo ", b"? ", b"---\n", b"%YAML 1.1\n"]
+NOISE += [b"!!bool ", b"!!timestamp ", b"!!int ", b"!!float ", b"!!str ", b"!!set ", b"!!omap "]
 NOISE += [b"\n", b"<<: *a\n", b"\xef\xbb\xbf", b"\xe2\x80\xa8", "é".encode(), b"9" * 5000]
 
 
@@ -295,7 +299,8 @@ def scrambled(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
         lines = data.splitlines(keepends=True)
-        how = draw(st.sampled_from(["insert", "replace", "truncate", "line-twice", "bytes"]))
+        hows = ["insert", "replace", "truncate", "line-twice", "bytes", "before-value"]
+        how = draw(st.sampled_from(hows))
         if how == "insert":
             data = data[:at] + draw(st.sampled_from(NOISE)) + data[at:]
         elif how == "replace":
@@ -305,6 +310,10 @@ def scrambled(draw: st.DrawFn) -> bytes:
         elif how == "line-twice" and lines:  # a duplicated key: a node or hypervisor named twice
             i = draw(st.integers(0, len(lines) - 1))
             data = b"".join([*lines[: i + 1], lines[i], *lines[i + 1 :]])
+        elif how == "before-value" and b": " in data:  # a tag, an alias or a byte on a value
+            at = [i + 2 for i in range(len(data)) if data.startswith(b": ", i)]
+            i = draw(st.sampled_from(at))
+            data = data[:i] + draw(st.sampled_from(NOISE)) + data[i:]
         elif how == "bytes":
             data = data[:at] + draw(st.binary(max_size=6)) + data[at:]
     return data

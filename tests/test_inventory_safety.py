@@ -311,6 +311,12 @@ def _laughs(levels: int) -> str:
         ("name: t\nx: a\x00b\n", "character '\\x00' is not allowed"),
         ("name: " + "9" * 5000 + "\n", "invalid value: Exceeds the limit (4300 digits)"),
         ("name: !foo x\n", "could not determine a constructor for the tag '!foo'"),
+        # Found by tests/test_inventory_fuzz.py: PyYAML's constructors raised KeyError,
+        # AttributeError and IndexError on explicitly tagged text of the wrong shape.
+        ("name: !!bool maybe\n", "invalid value: 'maybe' is not a bool"),
+        ("name: !!timestamp x\n", "invalid value: 'x' is not a timestamp"),
+        ("name: !!int ''\n", "invalid value: '' is not a int"),
+        ("name: !!float ''\n", "invalid value: '' is not a float"),
     ],
 )
 def test_issue15_yaml_bombs_and_deep_nesting_are_refused_not_expanded(
@@ -331,6 +337,24 @@ def test_non_utf8_is_located_at_the_first_bad_byte(
     err = capsys.readouterr().err.splitlines()
     assert code == 2
     assert err[0] == f"{path}:3:12: not UTF-8 text: byte 0xe9 cannot start a character here"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/x/" + "a" * 256, "a path component of 256 bytes"),
+        ("/x" * 2100, "a path of 4200 bytes"),
+    ],
+)
+def test_a_path_linux_cannot_open_is_a_located_error_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, expected: str
+) -> None:
+    """Found by tests/test_inventory_fuzz.py: render raised ENAMETOOLONG out of the key store."""
+    text = BASE.replace("/nonexistent/provision-state", path, 1)
+    code, err = _render(tmp_path, text, capsys)
+    assert code == 2, err
+    m = LINE.match(err[0])
+    assert m and m["path"] == "state_dir" and expected in m["msg"], err
 
 
 @pytest.mark.parametrize(
