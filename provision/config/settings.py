@@ -92,7 +92,8 @@ HYPERVISOR = Table(
     Setting(
         "uri",
         Kind.STR,
-        "libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@kvm1/system.",
+        "libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@kvm1/system; "
+        "qemu+tcp:// and no_verify are refused (the seeds travel over it).",
         pattern=r"^[a-z0-9+]+://\S*$",
     ),
     Setting(
@@ -266,7 +267,8 @@ NODE = Table(
     Setting(
         "sysctl",
         Kind.MAP,
-        "Sysctl overrides on top of the hardening set.",
+        "Sysctl overrides on top of the hardening set; a value the node's role needs "
+        "(e.g. ip_forward on Kubernetes) cannot be overridden.",
         {},
         pattern=SYSCTL_KEY,
     ),
