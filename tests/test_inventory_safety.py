@@ -5,6 +5,7 @@ loader do unbounded work."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -259,6 +260,8 @@ def test_issue15_sysctl_overrides_that_break_a_role_are_refused(
         ("none", "", "user.max_user_namespaces: 0"),
         ("none", "", "kernel.unprivileged_userns_clone: 0"),
         ("none", "k8s-control-plane", "vm.swappiness: 10"),
+        # Only unprivileged users need it, and a Kubernetes node without Docker has none.
+        ("none", "k8s-control-plane", "kernel.unprivileged_userns_clone: 0"),
     ],
 )
 def test_sysctl_overrides_that_keep_the_role_working_are_accepted(
@@ -270,25 +273,25 @@ def test_sysctl_overrides_that_keep_the_role_working_are_accepted(
 
 
 def test_requirements_come_from_the_role_rows_of_the_hardening_set() -> None:
-    """One source: every role row that applies is a requirement, its own value passes, and the
-    value the same key takes on a node without the role (the hardening default) is refused."""
+    """One source: every role row whose features the node runs is a requirement, its own value
+    passes, and the value the key takes on a node without Docker or Kubernetes (the hardening
+    default) is refused. Every requirement is also refused by the loader (the parametrized
+    cases above cover each key)."""
     node = inventory.load(LOCAL).nodes[0]
-    shapes = [
-        (docker, roles)
-        for docker in DockerMode
-        for roles in ((), (Role.K8S_WORKER,), (Role.K8S_CONTROL_PLANE,))
-    ]
-    plain = dict(hardening.sysctls(node.__class__(**{**vars(node), "docker": DockerMode.NONE})))
-    for docker, roles in shapes:
-        shaped = node.__class__(**{**vars(node), "docker": docker, "roles": roles})
-        rows = [r for r in hardening.sysctl_rules(shaped) if r.needed_by]
-        needs = hardening.requirements(shaped)
-        assert [n.key for n in needs] == [r.name for r in rows]
-        for need in needs:
-            assert need.allows(need.value) and need.features, need
-            if need.key in plain and plain[need.key] != need.value:
-                assert not need.allows(plain[need.key]), need
-    assert hardening.requirements(node.__class__(**{**vars(node), "docker": DockerMode.NONE})) == ()
+    bare = dataclasses.replace(node, docker=DockerMode.NONE, roles=())
+    plain = dict(hardening.sysctls(bare))
+    assert safety.requirements(bare) == ()
+    for docker in DockerMode:
+        for roles in ((), (Role.K8S_WORKER,), (Role.K8S_CONTROL_PLANE,)):
+            shaped = dataclasses.replace(node, docker=docker, roles=roles)
+            rows = hardening.sysctl_rules(shaped)
+            needed = [r.name for r in rows if any(f.present(shaped) for f in r.needed_by)]
+            needs = safety.requirements(shaped)
+            assert [n.key for n in needs] == needed
+            for need in needs:
+                assert need.allows(need.value) and need.features, need
+                if need.key in plain and plain[need.key] != need.value:
+                    assert not need.allows(plain[need.key]), need
 
 
 # --- YAML that makes the loader work without bound --------------------------------------------

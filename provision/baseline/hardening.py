@@ -8,7 +8,6 @@ Check ids (HN-*) refer to the hardening catalogue.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,7 +137,7 @@ class Sysctl:
 
     A role row (`needed_by`, made by `_needed`) is not hardening but a requirement: the features
     it names fail without its value, so the inventory may not override it with another one
-    (`requirements`). `minimum`: any integer from it up works too.
+    (config.safety). `minimum`: any integer from it up works too.
     """
 
     key: str
@@ -189,7 +188,16 @@ SYSCTLS: tuple[Sysctl, ...] = (
     _needed("user.max_user_namespaces", "28633", USERNS_USERS, "HN-SYS-07", "Docker docs", 1),
     Sysctl("user.max_user_namespaces", "0", _not(needs_userns), "HN-SYS-07", "KSPP"),
     # Debian-only key; rootlesskit fails with "operation not permitted" at 0.
-    _needed("kernel.unprivileged_userns_clone", "1", USERNS_USERS, "HN-SYS-08", "Docker docs"),
+    # Only unprivileged users need it (root's daemons create namespaces regardless): overriding
+    # it breaks rootless Docker alone, wherever the row applies.
+    Sysctl(
+        "kernel.unprivileged_userns_clone",
+        "1",
+        needs_userns,
+        "HN-SYS-08",
+        "Docker docs",
+        (ROOTLESS_DOCKER,),
+    ),
     Sysctl("kernel.unprivileged_userns_clone", "0", _not(needs_userns), "HN-SYS-08", "KSPP"),
     # Forwarding: the system daemon's bridge and Kubernetes route; rootless forwards inside
     # RootlessKit's own network namespace, so those hosts keep 0.
@@ -259,45 +267,6 @@ SYSCTLS: tuple[Sysctl, ...] = (
 def sysctl_rules(node: Node) -> tuple[Sysctl, ...]:
     """The rules of SYSCTLS that apply to this node, in table order."""
     return tuple(s for s in SYSCTLS if s.applies(node))
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """A sysctl value that features of one node cannot work without."""
-
-    key: str
-    value: str
-    minimum: int | None  # any integer from it up works too
-    features: tuple[str, ...]  # what on this node needs it
-    check_id: str
-
-    def allows(self, value: str) -> bool:
-        text = value.strip()
-        if not re.fullmatch(r"-?[0-9]+", text):  # never int(): it takes "1_0" and "+1"
-            return False
-        if self.minimum is not None:
-            return int(text) >= self.minimum
-        return int(text) == int(self.value)
-
-    @property
-    def wanted(self) -> str:
-        return f">= {self.minimum}" if self.minimum is not None else f"= {self.value}"
-
-
-def requirements(node: Node) -> tuple[Requirement, ...]:
-    """The role rows of the node's sysctl set: an override of one of these to a value it does
-    not allow breaks what the node runs (the inventory refuses it)."""
-    return tuple(
-        Requirement(
-            r.name,
-            r.value,
-            r.minimum,
-            tuple(f.name for f in r.needed_by if f.present(node)),
-            r.check_id,
-        )
-        for r in sysctl_rules(node)
-        if r.needed_by
-    )
 
 
 def sysctls(node: Node) -> tuple[tuple[str, str], ...]:

@@ -7,6 +7,8 @@ and the inventory loader locates them.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from provision.baseline import hardening
@@ -55,12 +57,51 @@ def uri_problems(uri: str) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A sysctl value that features of one node cannot work without."""
+
+    key: str
+    value: str
+    minimum: int | None  # any integer from it up works too
+    features: tuple[str, ...]  # what on this node needs it
+    check_id: str
+
+    def allows(self, value: str) -> bool:
+        text = value.strip()
+        if not re.fullmatch(r"-?[0-9]+", text):  # never int(): it takes "1_0" and "+1"
+            return False
+        if self.minimum is not None:
+            return int(text) >= self.minimum
+        return int(text) == int(self.value)
+
+    @property
+    def wanted(self) -> str:
+        return f">= {self.minimum}" if self.minimum is not None else f"= {self.value}"
+
+
+def requirements(node: Node) -> tuple[Requirement, ...]:
+    """The role rows of the node's hardening set (baseline.hardening, the one source) whose
+    features the node runs: an override of one to a value it does not allow breaks them."""
+    return tuple(
+        Requirement(
+            r.name,
+            r.value,
+            r.minimum,
+            tuple(f.name for f in r.needed_by if f.present(node)),
+            r.check_id,
+        )
+        for r in hardening.sysctl_rules(node)
+        if any(f.present(node) for f in r.needed_by)
+    )
+
+
 def broken_requirements(node: Node) -> list[tuple[str, str]]:
     """(sysctl key, message) for each of the node's overrides that breaks what the node runs:
     a value its role rows (baseline.hardening) do not allow."""
     overrides = dict(node.sysctl)
     out = []
-    for need in hardening.requirements(node):
+    for need in requirements(node):
         value = overrides.get(need.key)
         if value is None or need.allows(value):
             continue
