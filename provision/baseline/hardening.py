@@ -84,14 +84,37 @@ def has_rootless(node: Node) -> bool:
     return node.docker is not DockerMode.NONE
 
 
+@dataclass(frozen=True)
+class Feature:
+    """Something a node runs that cannot work without sysctl values of its own: the role rows of
+    SYSCTLS name the features they exist for, so an override that breaks one can be refused."""
+
+    name: str
+    present: Callable[[Node], bool]
+
+
+ROOTLESS_DOCKER = Feature("rootless Docker", has_rootless)
+USERNS_REMAP = Feature("the system Docker daemon's userns-remap", is_rootful)
+DOCKER_BRIDGE = Feature("the system Docker daemon's bridge network", is_rootful)
+KUBERNETES = Feature("Kubernetes", is_k8s)
+KUBELET = Feature("the kubelet (protectKernelDefaults)", is_k8s)
+
+# rootlesskit, userns-remap and container runtimes create user namespaces (HN-SYS-07/08).
+USERNS_USERS = (ROOTLESS_DOCKER, USERNS_REMAP, KUBERNETES)
+# Routed container/pod traffic: the system daemon's bridge or Kubernetes (HN-SYS-09).
+FORWARD_USERS = (DOCKER_BRIDGE, KUBERNETES)
+
+
+def _any(features: tuple[Feature, ...]) -> Callable[[Node], bool]:
+    return lambda node: any(f.present(node) for f in features)
+
+
 def needs_userns(node: Node) -> bool:
-    """rootlesskit, userns-remap and container runtimes create user namespaces (HN-SYS-07/08)."""
-    return has_rootless(node) or is_k8s(node)
+    return _any(USERNS_USERS)(node)
 
 
 def forwards(node: Node) -> bool:
-    """Routed container/pod traffic: the system daemon's bridge or Kubernetes (HN-SYS-09)."""
-    return is_rootful(node) or is_k8s(node)
+    return _any(FORWARD_USERS)(node)
 
 
 def _all(node: Node) -> bool:
@@ -111,6 +134,10 @@ class Sysctl:
 
     A leading "-" in `key` is systemd-sysctl syntax: the key may be absent on this kernel
     (Debian 12 runs 6.1) and is then skipped, never an error.
+
+    A role row (`needed_by`, made by `_needed`) is not hardening but a requirement: the features
+    it names fail without its value, so the inventory may not override it with another one
+    (config.safety). `minimum`: any integer from it up works too.
     """
 
     key: str
@@ -118,10 +145,24 @@ class Sysctl:
     applies: Callable[[Node], bool]
     check_id: str
     source: str
+    needed_by: tuple[Feature, ...] = ()
+    minimum: int | None = None
 
     @property
     def name(self) -> str:
         return self.key.removeprefix("-")
+
+
+def _needed(
+    key: str,
+    value: str,
+    features: tuple[Feature, ...],
+    check_id: str,
+    source: str,
+    minimum: int | None = None,
+) -> Sysctl:
+    """A role row: on the nodes that run any of `features`, which need the value."""
+    return Sysctl(key, value, _any(features), check_id, source, features, minimum)
 
 
 def _both(family: str, leaf: str, value: str, check_id: str, source: str) -> tuple[Sysctl, ...]:
@@ -143,20 +184,30 @@ SYSCTLS: tuple[Sysctl, ...] = (
     # 2, not KSPP's 3: 3 cannot be undone without a reboot and blocks even root's debuggers.
     Sysctl("kernel.yama.ptrace_scope", "2", _all, "HN-SYS-06", "DEVSEC-LNX:sysctl-35"),
     # KSPP wants 0; rootless Docker and userns-remap cannot run without user namespaces.
-    Sysctl("user.max_user_namespaces", "28633", needs_userns, "HN-SYS-07", "Docker docs"),
+    # Any positive limit keeps them working: 0 disables user namespaces even for root.
+    _needed("user.max_user_namespaces", "28633", USERNS_USERS, "HN-SYS-07", "Docker docs", 1),
     Sysctl("user.max_user_namespaces", "0", _not(needs_userns), "HN-SYS-07", "KSPP"),
     # Debian-only key; rootlesskit fails with "operation not permitted" at 0.
-    Sysctl("kernel.unprivileged_userns_clone", "1", needs_userns, "HN-SYS-08", "Docker docs"),
+    # Only unprivileged users need it (root's daemons create namespaces regardless): overriding
+    # it breaks rootless Docker alone, wherever the row applies.
+    Sysctl(
+        "kernel.unprivileged_userns_clone",
+        "1",
+        needs_userns,
+        "HN-SYS-08",
+        "Docker docs",
+        (ROOTLESS_DOCKER,),
+    ),
     Sysctl("kernel.unprivileged_userns_clone", "0", _not(needs_userns), "HN-SYS-08", "KSPP"),
     # Forwarding: the system daemon's bridge and Kubernetes route; rootless forwards inside
     # RootlessKit's own network namespace, so those hosts keep 0.
-    Sysctl("net.ipv4.ip_forward", "1", forwards, "HN-SYS-09", "K8s container-runtimes"),
+    _needed("net.ipv4.ip_forward", "1", FORWARD_USERS, "HN-SYS-09", "K8s container-runtimes"),
     Sysctl("net.ipv4.ip_forward", "0", _not(forwards), "HN-SYS-09", "DEVSEC-LNX:sysctl-01"),
-    Sysctl("net.ipv6.conf.all.forwarding", "1", is_k8s, "HN-SYS-09", "K8s dual-stack"),
+    _needed("net.ipv6.conf.all.forwarding", "1", (KUBERNETES,), "HN-SYS-09", "K8s dual-stack"),
     Sysctl("net.ipv6.conf.all.forwarding", "0", _not(is_k8s), "HN-SYS-09", "DEVSEC-LNX:sysctl-19"),
     # Present only once br_netfilter is loaded (modules-load.d; modprobe before applying).
-    Sysctl("net.bridge.bridge-nf-call-iptables", "1", forwards, "HN-SYS-10", "kubeadm"),
-    Sysctl("net.bridge.bridge-nf-call-ip6tables", "1", forwards, "HN-SYS-10", "kubeadm"),
+    _needed("net.bridge.bridge-nf-call-iptables", "1", FORWARD_USERS, "HN-SYS-10", "kubeadm"),
+    _needed("net.bridge.bridge-nf-call-ip6tables", "1", FORWARD_USERS, "HN-SYS-10", "kubeadm"),
     Sysctl("kernel.kexec_load_disabled", "1", _all, "HN-SYS-12", "KSPP"),
     Sysctl("kernel.perf_event_paranoid", "3", _all, "HN-SYS-13", "KSPP"),
     Sysctl("dev.tty.ldisc_autoload", "0", _all, "HN-SYS-14", "KSPP"),
@@ -203,12 +254,12 @@ SYSCTLS: tuple[Sysctl, ...] = (
     # Resolved conflicts: panic_on_oops=1/panic=10 also suit KSPP (an oops reboots instead of
     # running on corrupted); overcommit_memory=1 replaces the kernel's heuristic 0, which no
     # hardening guide of ours sets; ip_forward=1 is HN-SYS-09's Kubernetes row above.
-    Sysctl("kernel.panic_on_oops", "1", is_k8s, "HN-SYS-23", "kubelet protectKernelDefaults"),
-    Sysctl("kernel.panic", "10", is_k8s, "HN-SYS-23", "kubelet protectKernelDefaults"),
-    Sysctl("vm.overcommit_memory", "1", is_k8s, "HN-SYS-26", "kubelet protectKernelDefaults"),
-    Sysctl("vm.panic_on_oom", "0", is_k8s, "HN-SYS-26", "kubelet protectKernelDefaults"),
-    Sysctl("kernel.keys.root_maxkeys", "1000000", is_k8s, "HN-SYS-26", "kubelet"),
-    Sysctl("kernel.keys.root_maxbytes", "25000000", is_k8s, "HN-SYS-26", "kubelet"),
+    _needed("kernel.panic_on_oops", "1", (KUBELET,), "HN-SYS-23", "kubelet protectKernelDefaults"),
+    _needed("kernel.panic", "10", (KUBELET,), "HN-SYS-23", "kubelet protectKernelDefaults"),
+    _needed("vm.overcommit_memory", "1", (KUBELET,), "HN-SYS-26", "kubelet protectKernelDefaults"),
+    _needed("vm.panic_on_oom", "0", (KUBELET,), "HN-SYS-26", "kubelet protectKernelDefaults"),
+    _needed("kernel.keys.root_maxkeys", "1000000", (KUBELET,), "HN-SYS-26", "kubelet"),
+    _needed("kernel.keys.root_maxbytes", "25000000", (KUBELET,), "HN-SYS-26", "kubelet"),
     # kernel.modules_disabled is deliberately absent: see DEVIATIONS (HN-SYS-11).
 )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.baseline import catalogue, hardening
+from provision.config import safety
 from provision.config import settings as S
 from provision.config.table import Kind, Parsed, Table, closest
 from provision.config.yamlsrc import Loc, Value
@@ -126,7 +127,7 @@ def _namespace(
     name: str, value: Value, name_loc: Loc, problems: list[Problem]
 ) -> WorkloadNamespace | None:
     path = f"kubernetes.namespaces.{name}"
-    if not re.match(S.NAME, name) or name in RESERVED_NAMESPACES:
+    if not re.fullmatch(S.NAME, name) or name in RESERVED_NAMESPACES:
         problems.append(
             name_loc.problem(path, "not a workload namespace name (DNS label, not kube-*/default)")
         )
@@ -143,7 +144,7 @@ def _namespace(
     elif allow_value is not None:
         for rule, rule_value in allow_value.data.items():
             rpath = f"{path}.allow.{rule}"
-            if not re.match(S.NAME, rule):
+            if not re.fullmatch(S.NAME, rule):
                 problems.append(allow_value.key_locs[rule].problem(rpath, "not a valid rule name"))
                 continue
             r = S.ALLOW_RULE.parse(rule_value, rpath, problems, name=rule)
@@ -293,6 +294,8 @@ def _merge(
             else:
                 merged[key] = value
             origin[key] = layer.locs[key]
+            if isinstance(value, dict):  # where each entry of a map came from, for its errors
+                origin.update((f"{key}.{k}", layer.locs[key].data[k]) for k in value)
     missing = S.NODE.missing(merged)
     for setting in missing:
         problems.append(
@@ -307,8 +310,12 @@ def _merge(
 def _check_hypervisor(
     name: str, parsed: Parsed[Any], hypervisors: Value, problems: list[Problem]
 ) -> None:
-    """An SSH transport must pin the hypervisor's host key: never trust on first use."""
-    scheme = str(parsed.values.get("uri") or "").partition("://")[0]
+    """The transport must authenticate the hypervisor (the seeds travel over it), and an SSH
+    transport must pin its host key: never trust on first use."""
+    uri = parsed.values.get("uri")
+    for message in safety.uri_problems(uri) if uri is not None else ():
+        problems.append(parsed.locs["uri"].loc.problem(f"hypervisors.{name}.uri", message))
+    scheme = str(uri or "").partition("://")[0]
     if "ssh" in scheme.split("+")[-1] and parsed.values.get("known_hosts") is None:
         problems.append(
             hypervisors.data[name].loc.problem(
@@ -357,8 +364,8 @@ def _node(
     before = len(problems)
 
     def bad(key: str, message: str) -> None:
-        top = key.split(".")[0]
-        loc = origin[top].loc if top in origin else node_value.loc
+        where = origin.get(key) or origin.get(key.split(".")[0])
+        loc = where.loc if where is not None else node_value.loc
         problems.append(loc.problem(f"{path}.{key}", message))
 
     waivers = tuple(_waiver(check_id, text, bad) for check_id, text in v["waivers"].items())
@@ -395,11 +402,13 @@ def _node(
             bad(key, f"{user!r} is reserved for the verification account")
     if admin.name == node.workload_user:
         bad("workload_user", "must differ from admin.name (the workload user has no sudo)")
+    for key, message in safety.broken_requirements(node):
+        bad(f"sysctl.{key}", message)
     return node if len(problems) == before else None
 
 
 Bad = Callable[[str, str], None]  # (key under the node, message): a problem located on the node
-_UNTIL = re.compile(r"^until (\d{4}-\d{2}-\d{2}): (.*)$")
+_UNTIL = re.compile(r"until (\d{4}-\d{2}-\d{2}): (.*)")
 
 
 def _waiver(check_id: str, text: str, bad: Bad) -> Waiver | None:
@@ -419,7 +428,7 @@ def _ignore(pattern: str, text: str, bad: Bad) -> DriftIgnore | None:
 def _exception(key: str, what: str, text: str, bad: Bad) -> tuple[str, date | None] | None:
     """(reason, expiry) of `reason` or `until YYYY-MM-DD: reason`."""
     expires = None
-    m = _UNTIL.match(text)
+    m = _UNTIL.fullmatch(text)
     if m:
         try:
             expires = date.fromisoformat(m.group(1))

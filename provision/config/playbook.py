@@ -211,7 +211,12 @@ PUT = Table(
         "Absolute path of the file; its directory must exist.",
         parse=_text(r"/[^\x00-\x1f]*[^/\x00-\x1f]", "an absolute file path"),
     ),
-    Setting("content", Kind.STR, "The file's content: never logged or shown in errors."),
+    Setting(
+        "content",
+        Kind.STR,
+        "The file's content: never logged or shown in errors.",
+        multiline=True,  # a file: the one setting that is text of many lines
+    ),
     Setting("mode", Kind.STR, "Octal mode, quoted.", "0644", parse=_text(r"[0-7]{3,4}", MODE)),
     Setting("owner", Kind.STR, "Owner of the file.", "root", pattern=USER),
     Setting("group", Kind.STR, "Group of the file.", "root", pattern=USER),

@@ -92,7 +92,8 @@ HYPERVISOR = Table(
     Setting(
         "uri",
         Kind.STR,
-        "libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@kvm1/system.",
+        "libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@kvm1/system; "
+        "qemu+tcp:// and no_verify are refused (the seeds travel over it).",
         pattern=r"^[a-z0-9+]+://\S*$",
     ),
     Setting(
@@ -266,7 +267,8 @@ NODE = Table(
     Setting(
         "sysctl",
         Kind.MAP,
-        "Sysctl overrides on top of the hardening set.",
+        "Sysctl overrides on top of the hardening set; a value the node's role needs "
+        "(e.g. ip_forward on Kubernetes) cannot be overridden.",
         {},
         pattern=SYSCTL_KEY,
     ),
@@ -378,6 +380,7 @@ TOP: Table[dict[str, Any]] = Table(
         Kind.STR,
         "Where images, keys and known_hosts live; ~ expands.",
         "~/.local/share/provision",
+        expands=True,
     ),
     Setting("image", Kind.SECTION, "The golden image spec.", {}, table=IMAGE),
     Setting("hypervisors", Kind.SECTION, "Named hypervisors (see HYPERVISOR settings)."),
@@ -397,6 +400,7 @@ TOP: Table[dict[str, Any]] = Table(
         Kind.LIST,
         "Playbook files (relative to the inventory) run in order after the nodes are up.",
         [],
+        expands=True,
     ),
 )
 

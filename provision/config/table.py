@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from provision.config.yamlsrc import Value
+from provision.config.yamlsrc import Value, control
 from provision.core.errors import Problem
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class Setting:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
-    pattern: str | None = None  # for STR, LIST items and MAP keys
+    pattern: str | None = None  # for STR, LIST items and MAP keys; the whole value must match
     table: Table[Any] | None = None  # SECTION: the rows of the nested mapping
     enum: type[StrEnum] | None = None  # ENUM, ENUM_LIST: the choices, and the field's type
     dest: str = ""  # the dataclass field the value fills; the name when not given
@@ -72,14 +72,22 @@ class Setting:
     # so a change nothing else watches errs towards recreating the node (desired.policy).
     seed: bool = True
     file: bool = False  # a file on this machine: ~ expands, a relative path is the inventory's
+    # A path on this machine (always, for a file): ~ and ~user expand, so the user must exist,
+    # and the path must fit Linux's limits, or every open of it fails.
+    expands: bool = False
     convert: Callable[[Any], Any] | None = (
         None  # checked value -> field value, instead of the kind's
     )
     parse: Parser | None = None  # instead of the kind's check
+    # Strings are single lines unless a row says not: a newline (or any control character)
+    # in a name, a label or a path would reach a rendered file as a line of its own.
+    multiline: bool = False
 
     def __post_init__(self) -> None:
         if not self.dest:
             object.__setattr__(self, "dest", self.name)
+        if self.file:
+            object.__setattr__(self, "expands", True)
         if self.enum is not None and not self.choices:
             object.__setattr__(self, "choices", tuple(e.value for e in self.enum))
 
@@ -306,6 +314,7 @@ def _check(
             setting.help,
             choices=setting.choices,
             pattern=setting.pattern,
+            expands=setting.expands,
         )
         items = [_scalar(item, v, f"{path}[{i}]", problems) for i, v in enumerate(value.data)]
         return None if None in items else tuple(items)
@@ -316,12 +325,15 @@ def _check(
         out: dict[str, str] = {}
         for key, v in value.data.items():
             sub = f"{path}.{key}"
-            if setting.pattern and not re.match(setting.pattern, key):
+            text = str(v.data).lower() if isinstance(v.data, bool) else str(v.data)
+            if (setting.pattern and not re.fullmatch(setting.pattern, key)) or control(key):
                 problems.append(value.key_locs[key].problem(sub, f"{key!r} is not a valid key"))
             elif v.is_map or v.is_list or v.data is None:
                 problems.append(v.loc.problem(sub, f"expected a scalar, got {type_name(v.data)}"))
+            elif control(text):
+                problems.append(v.loc.problem(sub, _control_message(text)))
             else:
-                out[key] = str(v.data).lower() if isinstance(v.data, bool) else str(v.data)
+                out[key] = text
         return out
     if setting.kind is Kind.SECTION:
         if not value.is_map:
@@ -360,10 +372,39 @@ def _scalar(setting: Setting, value: Value, path: str, problems: list[Problem]) 
     if setting.choices and data not in setting.choices:
         problems.append(bad(path, f"{data!r} is not one of: {', '.join(setting.choices)}"))
         return None
-    if setting.pattern and not re.match(setting.pattern, data):
+    if not setting.multiline and control(data):
+        problems.append(bad(path, _control_message(data)))
+        return None
+    if setting.pattern and not re.fullmatch(setting.pattern, data):
         problems.append(bad(path, f"{data!r} is not a valid {setting.name}"))
         return None
+    message = _path_problem(data) if setting.expands else None
+    if message:
+        problems.append(bad(path, message))
+        return None
     return data
+
+
+PATH_MAX = 4096  # bytes, with the terminating NUL (linux/limits.h)
+NAME_MAX = 255  # bytes of one path component
+
+
+def _path_problem(text: str) -> str | None:
+    try:
+        full = Path(text).expanduser()
+    except RuntimeError:  # pathlib's "Could not determine home directory"
+        user = text[1:].partition("/")[0]
+        return f"{text[:80]!r}: no user {user!r} on this machine to expand ~"
+    if len(str(full).encode()) >= PATH_MAX:
+        return f"a path of {len(str(full).encode())} bytes (Linux takes under {PATH_MAX})"
+    longest = max((len(part.encode()) for part in full.parts), default=0)
+    if longest > NAME_MAX:
+        return f"a path component of {longest} bytes (Linux takes up to {NAME_MAX})"
+    return None
+
+
+def _control_message(text: str) -> str:
+    return f"{text!r} contains the control character {control(text)!r}: one line of text only"
 
 
 def _field(setting: Setting, data: Any, base: Path | None) -> Any:
