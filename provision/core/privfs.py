@@ -112,6 +112,11 @@ def read_file(path: Path, *, secret: bool) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except PermissionError as exc:
+        raise UnsafePathError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="run provision as the user that owns its state directory",
+        ) from exc
     except OSError as exc:
         if os.path.islink(path):
             raise UnsafePathError(

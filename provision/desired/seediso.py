@@ -35,7 +35,7 @@ def seed_image(files: Mapping[str, bytes | str]) -> bytes:
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=LABEL, joliet=3, rock_ridge="1.09")
     for name, content in files.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(f"not a seed file name: {name!r}")
         data = content.encode() if isinstance(content, str) else content
         iso.add_fp(

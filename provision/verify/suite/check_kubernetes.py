@@ -58,7 +58,7 @@ def test_kubeadm_preflight(snap: Snapshot) -> None:
     swaps = snap.file("/proc/swaps").content_string.strip().splitlines()[1:]
     assert not swaps, f"swap is on: {swaps}"
     hostname = snap.output("hostname")
-    assert DNS_LABEL.match(hostname), f"hostname {hostname!r} is not a DNS label"
+    assert DNS_LABEL.fullmatch(hostname), f"hostname {hostname!r} is not a DNS label"
     # Looked up on root's PATH (kubeadm runs as root, whose PATH has the sbin directories a
     # login's lacks) by the snapshot's `kubeadm-tools` part.
     found = snap.output("kubeadm-tools").split()
