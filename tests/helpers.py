@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from provision.config import inventory
@@ -50,3 +53,18 @@ def load_text(tmp_path: Path, text: str, name: str = "inv.yaml") -> Inventory:
     path = tmp_path / name
     path.write_text(text)
     return inventory.load(path)
+
+
+def run_cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as users run it: a fresh process, from the repository root."""
+    env = dict(os.environ)
+    if home is not None:
+        env["HOME"] = str(home)  # oslo.yaml keeps its state under ~
+    return subprocess.run(
+        [sys.executable, "-m", "provision.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import OSLO, ROOT
-
-
-def _cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if home is not None:
-        env["HOME"] = str(home)  # oslo.yaml keeps its state under ~
-    return subprocess.run(
-        [sys.executable, "-m", "provision.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=env,
-    )
+from tests.helpers import OSLO
+from tests.helpers import run_cli as _cli
 
 
 def test_help_lists_every_command() -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,19 +16,10 @@ from provision.config import inventory
 from provision.core import privfs
 from provision.desired import hostkeys
 from provision.state import keys, paths
-from tests.helpers import LOCAL, ROOT
+from tests.helpers import LOCAL
+from tests.helpers import run_cli as _cli
 
 NOBODY = 65534
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provision.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 def _inventory(tmp_path: Path) -> Path:
