@@ -61,6 +61,21 @@ def test_local_and_non_ssh_uris_are_returned_unchanged(uri: str, tmp_path: Path)
     assert not (tmp_path / "wrappers").exists()  # nothing written for them
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+tcp://kvm1/system",
+        "qemu+tls://kvm1/system?no_verify=1",
+        "qemu://kvm1/system?No_Verify=yes",
+        "qemu+tls://kvm1/system?a=b;no%5Fverify=1",
+    ],
+)
+def test_unencrypted_or_unverified_connections_are_refused_at_the_boundary_too(uri: str) -> None:
+    """Issue #15: the inventory refuses them; a Hypervisor built any other way is refused here."""
+    with pytest.raises(HypervisorError):
+        transport.uri_for(hv(uri, known_hosts=None), None)
+
+
 def test_transport_names_the_remote_transport() -> None:
     assert transport.transport("qemu+ssh://root@kvm1/system") == "ssh"
     assert transport.transport("qemu+libssh://kvm1/system") == "libssh"

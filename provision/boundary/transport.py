@@ -67,6 +67,7 @@ def transport(uri: str) -> str | None:
 def uri_for(hv: Hypervisor, wrapper: Path | None) -> str:
     """The URI libvirt should open for `hv`; `wrapper` is the ssh wrapper (qemu+ssh:// only)."""
     kind = transport(hv.uri)
+    _refuse_unverified(hv.uri, kind)
     if kind not in SSH_TRANSPORTS:
         return hv.uri
     pinned = _pinned(hv)
@@ -89,6 +90,19 @@ def uri_for(hv: Hypervisor, wrapper: Path | None) -> str:
     kept = [p for p in _raw_params(parts.query) if _param_name(p) not in owned]
     query = "&".join(kept + [f"{quote(k)}={quote(v, safe='/')}" for k, v in ours])
     return urlunsplit(parts._replace(query=query))
+
+
+def _refuse_unverified(uri: str, kind: str | None) -> None:
+    """The inventory refuses these already; here too, since the seed with the node's private host
+    key travels over this connection: never unencrypted, never to an unverified TLS peer. (On
+    the SSH transports we own `no_verify` and drop it: the pin decides.)"""
+    if kind == "tcp":
+        raise HypervisorError(f"{display_uri(uri)}: qemu+tcp is not encrypted nor authenticated")
+    if kind in SSH_TRANSPORTS:
+        return
+    for raw in _raw_params(urlsplit(uri).query):
+        if _param_name(raw) == "no_verify" and unquote(raw.partition("=")[2]) != "0":
+            raise HypervisorError(f"{display_uri(uri)}: no_verify turns off the peer's check")
 
 
 def wrapper_script(hv: Hypervisor) -> str:
