@@ -25,13 +25,14 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from provision.config import safety
 from provision.core.errors import HypervisorError
 from provision.core.model import Hypervisor
 
 SSH = "ssh"
 LIBSSH = "libssh"
 LIBSSH2 = "libssh2"
-SSH_TRANSPORTS = frozenset({SSH, LIBSSH, LIBSSH2})
+SSH_TRANSPORTS = safety.SSH_TRANSPORTS
 
 # URI parameters we set; an inventory's own value for one of them is dropped, not merged (libvirt
 # matches parameter names case-insensitively). `no_verify` would turn off ssh's strict checking.
@@ -93,16 +94,12 @@ def uri_for(hv: Hypervisor, wrapper: Path | None) -> str:
 
 
 def _refuse_unverified(uri: str, kind: str | None) -> None:
-    """The inventory refuses these already; here too, since the seed with the node's private host
-    key travels over this connection: never unencrypted, never to an unverified TLS peer. (On
-    the SSH transports we own `no_verify` and drop it: the pin decides.)"""
-    if kind == "tcp":
-        raise HypervisorError(f"{display_uri(uri)}: qemu+tcp is not encrypted nor authenticated")
-    if kind in SSH_TRANSPORTS:
-        return
-    for raw in _raw_params(urlsplit(uri).query):
-        if _param_name(raw) == "no_verify" and unquote(raw.partition("=")[2]) != "0":
-            raise HypervisorError(f"{display_uri(uri)}: no_verify turns off the peer's check")
+    """The inventory refuses these already (config.safety, the one rule); a Hypervisor made any
+    other way is refused here too: the seed with the node's private host key travels over this
+    connection. (On the SSH transports we own `no_verify` and drop it: the pin decides.)"""
+    problems = [] if kind in SSH_TRANSPORTS else safety.uri_problems(uri)
+    if problems:
+        raise HypervisorError(f"{display_uri(uri)}: {problems[0]}")
 
 
 def wrapper_script(hv: Hypervisor) -> str:
