@@ -68,3 +68,25 @@ def run_cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess
         cwd=ROOT,
         env=env,
     )
+
+
+def loopback_inventory_text(name: str, state: Path, pool: str, ports: dict[str, int]) -> str:
+    """A minimal inventory on libvirt's test driver: `ports` maps each node to its loopback port."""
+    nodes = "".join(f"  {n}:\n    ssh_port: {port}\n" for n, port in ports.items())
+    return (
+        f"name: {name}\n"
+        f"state_dir: {state}\n"
+        "image: {name: bookworm-node, suite: bookworm, kernel_flavour: cloud-amd64}\n"
+        "hypervisors:\n"
+        "  local:\n"
+        "    uri: test:///default\n"
+        f"    pool_name: {pool}\n"
+        f"    pool_path: {state}/pool\n"
+        "    accel: qemu\n"
+        "networks:\n  loopback: {mode: user}\n"
+        "defaults:\n"
+        "  hypervisor: local\n"
+        "  network: loopback\n"
+        "  admin: {name: ops, managed_key: true}\n"
+        f"nodes:\n{nodes}"
+    )

@@ -26,7 +26,7 @@ from provision.drift.model import Layer
 from provision.image import image, store
 from provision.image.files import FILES_ARTIFACT
 from provision.state import keys, paths
-from tests.helpers import ROOT
+from tests.helpers import ROOT, loopback_inventory_text
 from tests.sshd import running_sshd
 
 DATA = ROOT / "tests" / "data"
@@ -39,25 +39,11 @@ NODES = ("ro-node1", "ro-node2")
 
 
 def _inventory_text(state: Path, ports: dict[str, int]) -> str:
-    nodes = "".join(
-        f"  {n}:\n    ssh_port: {ports.get(n, 10990 + i)}\n" for i, n in enumerate(NODES)
-    )
-    return (
-        "name: drift-ro\n"
-        f"state_dir: {state}\n"
-        "image: {name: bookworm-node, suite: bookworm, kernel_flavour: cloud-amd64}\n"
-        "hypervisors:\n"
-        "  local:\n"
-        "    uri: test:///default\n"
-        "    pool_name: provision-drift-ro\n"
-        f"    pool_path: {state}/pool\n"
-        "    accel: qemu\n"
-        "networks:\n  loopback: {mode: user}\n"
-        "defaults:\n"
-        "  hypervisor: local\n"
-        "  network: loopback\n"
-        "  admin: {name: ops, managed_key: true}\n"
-        f"nodes:\n{nodes}"
+    return loopback_inventory_text(
+        "drift-ro",
+        state,
+        "provision-drift-ro",
+        {n: ports.get(n, 10990 + i) for i, n in enumerate(NODES)},
     )
 
 

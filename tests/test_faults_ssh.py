@@ -33,6 +33,7 @@ from provision.drift import run as drift_run
 from provision.drift.model import Layer
 from provision.state import keys, paths, workspace
 from provision.verify import runner
+from tests.helpers import loopback_inventory_text
 from tests.sshd import HOST, running_sshd
 from tests.test_drift_readonly import _answering_script, _image_store, _mkdir, as_root
 
@@ -45,25 +46,11 @@ FIXED_PORTS = {SILENT: 10330, BACKLOG: 10331, CLOSED: 10332}
 
 
 def _inventory_text(state: Path, ports: dict[str, int]) -> str:
-    nodes = "".join(
-        f"  {n}:\n    ssh_port: {ports.get(n, 10333 + i)}\n" for i, n in enumerate(NODES)
-    )
-    return (
-        "name: faults-ssh\n"
-        f"state_dir: {state}\n"
-        "image: {name: bookworm-node, suite: bookworm, kernel_flavour: cloud-amd64}\n"
-        "hypervisors:\n"
-        "  local:\n"
-        "    uri: test:///default\n"
-        "    pool_name: provision-fb\n"
-        f"    pool_path: {state}/pool\n"
-        "    accel: qemu\n"
-        "networks:\n  loopback: {mode: user}\n"
-        "defaults:\n"
-        "  hypervisor: local\n"
-        "  network: loopback\n"
-        "  admin: {name: ops, managed_key: true}\n"
-        f"nodes:\n{nodes}"
+    return loopback_inventory_text(
+        "faults-ssh",
+        state,
+        "provision-fb",
+        {n: ports.get(n, 10333 + i) for i, n in enumerate(NODES)},
     )
 
 
