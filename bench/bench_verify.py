@@ -87,6 +87,9 @@ def main() -> None:
         for t in threads:
             t.join()
         probes_alone = time.monotonic() - p0
+        a0 = time.monotonic()
+        aide = session.run(helper("aide-check"), check=False, timeout=900)
+        aide_alone = time.monotonic() - a0
 
     if opts.record:
         opts.record.mkdir(parents=True, exist_ok=True)
@@ -94,6 +97,7 @@ def main() -> None:
         (opts.record / "sudo-l.txt").write_text(sudo_l.stdout)
         for mode, text in probe_out.items():
             (opts.record / f"probe-{mode}.txt").write_text(text)
+        (opts.record / "aide-check.txt").write_text(aide.stdout)
 
     verify_s, report = timed_verify(opts.inventory, r.node.name)
     doc = json.loads(snap.stdout)
@@ -104,6 +108,7 @@ def main() -> None:
     print(f"    round trips    {report.get('round_trips')}")
     print(f"  snapshot alone   {snapshot_alone:7.1f} s  (on the node: {doc.get('seconds')} s)")
     print(f"  probes alone     {probes_alone:7.1f} s  (both at once: {probes})")
+    print(f"  aide-check alone {aide_alone:7.1f} s  (exit {aide.returncode})")
     print(f"  floor            {floor:7.1f} s  (ssh true + snapshot, one session)")
     print(f"  verify/floor     {verify_s / floor:7.2f}")
 

@@ -33,6 +33,7 @@ DATA = Path(__file__).parent / "data" / "snapshot"
 SNAPSHOT = (DATA / "snapshot.json").read_text()
 SUDO_L = (DATA / "sudo-l.txt").read_text()
 PROBES = {d: (DATA / f"probe-{d}.txt").read_text() for d in ("rootful", "rootless")}
+AIDE = (DATA / "aide-check.txt").read_text()  # recorded with exit 0: nothing changed
 TODAY = date(2026, 12, 1)
 
 
@@ -52,6 +53,8 @@ class Recording:
     probes: dict[str, str] = field(default_factory=lambda: dict(PROBES))
     sudo_l: str = SUDO_L
     probe_exits: dict[str, tuple[int, str]] = field(default_factory=dict)  # daemon: (rc, stderr)
+    aide: str = AIDE  # `aide-check`'s output
+    aide_exit: int = 0
     # What the node's sshd announced (the recorded node: DebianBanner no).
     server_version: str = "SSH-2.0-OpenSSH_9.2p1"
     # Commands the suite runs live through testinfra (as the verifier), by command line.
@@ -103,13 +106,17 @@ class Recording:
 
     def answers(self) -> dict[str, str]:
         out = {HELPER: json.dumps(self.doc), "sudo -n -l": self.sudo_l, **self.live}
+        out[helper("aide-check")] = self.aide
         for daemon, text in self.probes.items():
             out[helper("docker-probe", daemon)] = text
         return out
 
     def exits(self) -> dict[str, tuple[int, str]]:
         """The answers that exit non-zero: command -> (exit status, stderr)."""
-        return {helper("docker-probe", d): e for d, e in self.probe_exits.items()}
+        out = {helper("docker-probe", d): e for d, e in self.probe_exits.items()}
+        if self.aide_exit:
+            out[helper("aide-check")] = (self.aide_exit, "")
+        return out
 
 
 class RecordedNode:
@@ -139,7 +146,7 @@ def recorded_profile(roles: str = "all rootful rootless") -> Profile:
     snap = parse_snapshot(SNAPSHOT)
     key = snap.verbs["host-keys"].stdout.split(" ", 1)[1].strip()
     return Profile(
-        name="pv-snap-node1",
+        name="pvdev5",
         roles=frozenset(roles.split()),
         admin="ops",
         workload_user="app",

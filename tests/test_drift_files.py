@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from provision.boundary.process import run
+from provision.config import playbook
 from provision.core.errors import ImageError
 from provision.core.model import DockerMode
+from provision.desired.seed import FIRST_BOOT_DONE
 from provision.drift import files as drift_files
 from provision.drift.files import TreeError, file_items, parse_tree
 from provision.drift.model import Fix, Item, Layer
@@ -31,6 +33,7 @@ from provision.image.files import FileEntry
 from tests.test_facts_helper import HELPER_TEXT
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parents[1]
 
 
 # --- the tree collector and the image walk agree ----------------------------------------------
@@ -194,8 +197,19 @@ def image() -> dict[str, FileEntry]:
     return image_files.from_bytes((DATA / "drift" / "files.json.gz").read_bytes(), "test data")
 
 
+def _seed() -> dict[str, str]:
+    """What drift expects written on the recorded node (drift.run.node_items): the seed, the
+    first-boot mark `up` leaves, and the files the repo's post-boot playbook puts (it ran)."""
+    puts = {
+        step.action.path: step.action.content
+        for step in playbook.load(ROOT / "playbooks" / "post-boot.yaml").steps
+        if isinstance(step.action, playbook.PutAction)
+    }
+    return {**drift_files.seed_contents(USER_DATA), FIRST_BOOT_DONE: "", **puts}
+
+
 def _items(image: dict[str, FileEntry], tree: dict[str, FileEntry]) -> list[Item]:
-    return file_items("pvdevf1", image, drift_files.seed_contents(USER_DATA), tree)
+    return file_items("pvdevf1", image, _seed(), tree)
 
 
 def _tree() -> dict[str, FileEntry]:
@@ -293,9 +307,9 @@ def test_a_changed_binary_under_usr_bin_is_seen_by_its_size(image: dict[str, Fil
 
 def test_a_deleted_image_file_is_missing(image: dict[str, FileEntry]) -> None:
     tree = _tree()
-    del tree["/etc/issue"]
+    del tree["/etc/debian_version"]
     got = _only(_items(image, tree))
-    assert (got.key, got.expected, got.actual) == ("file:/etc/issue", "file", "missing")
+    assert (got.key, got.expected, got.actual) == ("file:/etc/debian_version", "file", "missing")
 
 
 def test_a_new_file_under_root_is_unaccounted(image: dict[str, FileEntry]) -> None:
@@ -360,7 +374,7 @@ def _docker_disabled(tree: dict[str, FileEntry]) -> dict[str, FileEntry]:
 def test_a_node_without_the_system_daemon_expects_docker_disabled(
     image: dict[str, FileEntry],
 ) -> None:
-    seed = drift_files.seed_contents(USER_DATA)
+    seed = _seed()
     disabled = _docker_disabled(_tree())
     for mode in (DockerMode.ROOTLESS, DockerMode.NONE):
         assert file_items("n", image, seed, disabled, docker=mode) == []
@@ -414,7 +428,7 @@ def test_judging_only_the_lines_that_differ_from_the_image_changes_nothing(
     """drift parses only the lines that differ from the image's (parse_changed): the items
     must be exactly those of the whole tree parsed and compared."""
     text = _mutated_texts()[name]
-    seed = drift_files.seed_contents(USER_DATA)
+    seed = _seed()
     whole = file_items("n", image, seed, parse_tree(text))
     tree, same = drift_files.parse_changed(text, drift_files.image_lines(image))
     assert len(tree) < 2000 and len(same) > 14000  # the point of it

@@ -11,7 +11,7 @@ import pytest
 
 from provision.core.errors import ImageError
 from provision.core.model import ImageSpec
-from provision.image import image, sbom
+from provision.image import apt, image, sbom
 
 SPEC = ImageSpec(
     name="bookworm-node",
@@ -39,6 +39,7 @@ def test_inputs_hash_is_stable_and_ignores_the_name() -> None:
         {"kernel_flavour": "amd64"},
         {"extra_packages": ("jq",)},
         {"source_date_epoch": 1700000001},
+        {"security_mirror": "http://security.example/debian-security"},
     ],
 )
 def test_every_build_input_changes_the_hash(change: dict[str, object]) -> None:
@@ -247,3 +248,72 @@ def test_a_manifest_that_drops_a_boot_artifact_is_tampering(tmp_path: Path) -> N
     doc["artifacts"] = [a for a in doc["artifacts"] if a["name"] != "initrd.img"]
     (directory / "manifest.json").write_text(json.dumps(doc))
     assert image.verify_image(directory) == ["initrd.img: not in the manifest"]
+
+
+def test_sources_are_the_release_updates_and_security_all_signed() -> None:
+    lines = apt.sources(SPEC)
+    assert [line.split()[-2] for line in lines] == [
+        "bookworm",
+        "bookworm-updates",
+        "bookworm-security",
+    ]
+    keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
+    assert all(line.split()[1] == keyring for line in lines)
+    assert lines[2].split()[2] == "http://deb.debian.org/debian-security"
+    assert image.inputs(SPEC)["sources"] == list(lines)
+
+
+def test_security_archive_follows_the_mirror_unless_named() -> None:
+    mirror = dataclasses.replace(SPEC, mirror="http://mirror.example/debian/")
+    assert apt.security_url(mirror) == "http://mirror.example/debian-security"
+    named = dataclasses.replace(mirror, security_mirror="http://sec.example/ds")
+    assert apt.security_url(named) == "http://sec.example/ds"
+    snap = dataclasses.replace(SPEC, snapshot="20261101T000000Z")
+    assert apt.security_url(snap) == (
+        "http://snapshot.debian.org/archive/debian-security/20261101T000000Z"
+    )
+    assert image.inputs_hash(named) != image.inputs_hash(mirror)
+
+
+INDEXES = {
+    "bookworm": "Package: libc6\nVersion: 2.36-9+deb12u9\n\nPackage: openssh-server\n"
+    "Version: 1:9.2p1-2+deb12u2\n",
+    "bookworm-security": "Package: openssh-server\nVersion: 1:9.2p1-2+deb12u3\n",
+    "bookworm-updates": "Package: libc6\nVersion: 2.36-9+deb12u9\n",
+}
+
+
+def test_each_package_is_credited_to_the_most_specific_suite_that_has_its_version() -> None:
+    # libc6's version is in the release and in -updates: -updates shipped it.
+    assert apt.package_origins(PACKAGES, INDEXES) == (
+        ("libc6", "bookworm-updates"),
+        ("openssh-server", "bookworm-security"),
+    )
+
+
+def test_a_package_no_index_has_is_refused() -> None:
+    stray = (*PACKAGES, ("evil", "1.0", "amd64"))
+    with pytest.raises(ImageError, match=r"evil 1\.0"):
+        apt.package_origins(stray, INDEXES)
+
+
+def test_indexes_are_read_by_suite_from_apts_lists(tmp_path: Path) -> None:
+    base = "deb.debian.org_debian"
+    (tmp_path / f"{base}_dists_bookworm_main_binary-amd64_Packages").write_text("Package: a\n")
+    (tmp_path / f"{base}-security_dists_bookworm-security_main_binary-amd64_Packages").write_text(
+        "Package: b\n"
+    )
+    (tmp_path / f"{base}_dists_bookworm_InRelease").write_text("signed")
+    found = apt.indexes(tmp_path)
+    assert found == {"bookworm": "Package: a\n", "bookworm-security": "Package: b\n"}
+    with pytest.raises(ImageError, match="no package indexes"):
+        apt.indexes(tmp_path / "nothing")
+
+
+def test_manifests_without_origins_still_load(tmp_path: Path) -> None:
+    directory = _fake_image(tmp_path)
+    doc = json.loads((directory / "manifest.json").read_text())
+    del doc["origins"], doc["aide_db_sha256"]
+    (directory / "manifest.json").write_text(json.dumps(doc))
+    m = image.load_manifest(directory)
+    assert m.origins == () and m.aide_db_sha256 == ""

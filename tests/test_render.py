@@ -229,8 +229,10 @@ def test_sshd_drop_in_carries_the_hardened_settings() -> None:
         "MaxAuthTries 2",
         "HostKey /etc/ssh/ssh_host_ed25519_key",
         "HostKeyAlgorithms ssh-ed25519",
-        "ClientAliveCountMax 3",
-        "PrintLastLog no",
+        "ClientAliveCountMax 2",
+        "MaxSessions 4",
+        "Compression no",
+        "PrintLastLog yes",
         "KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256@libssh.org,"
         "diffie-hellman-group-exchange-sha256",
     ):

@@ -40,6 +40,7 @@ NOT_EVALUATED = {
     "HN-DKR-10": "the rootful probe's seccomp mode",
     "HN-DKRL-11": "the rootless probe (its uid map, capabilities, seccomp)",
     "HN-USR-06": "`sudo -n -l` as the verifier: the effective sudo defaults, run live",
+    "HN-FS-11": "AIDE's check of the image's files (`aide-check` hashes /usr and /boot)",
 }
 WITH_WORKLOADS_ONLY = frozenset({"HN-CRT-04"})
 SERVER_VERSION = Recording().server_version
@@ -124,12 +125,14 @@ def test_nothing_is_sent_but_the_snapshot_command(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
     got = judged(Recording(), recorded_profile())
     assert offline.SNAPSHOT_COMMAND == HELPER
-    # Asked for, and refused (NotCollected): the probes and `sudo -n -l`; answered: the snapshot.
+    # Asked for, and refused (NotCollected): the probes, AIDE's check and `sudo -n -l`;
+    # answered: the snapshot.
     assert sorted(got.asked) == sorted(
         [
             HELPER,
             helper("docker-probe", "rootful"),
             helper("docker-probe", "rootless"),
+            helper("aide-check"),
             "sudo -n -l",
         ]
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provision.core.model import DockerMode, Node, Role
+from provision.core.model import DockerMode, Network, NetworkMode, Node, Role
 
 # The verifier's login: a locked account whose only sudo right is FACTS_HELPER.
 VERIFIER_USER = "verifier"
@@ -284,9 +284,11 @@ def modules(node: Node) -> tuple[str, ...]:
     return ("overlay", "br_netfilter") if forwards(node) else ()
 
 
-# Filesystems and protocols nobody on these nodes needs (HN-FS-09). Never overlay, br_netfilter,
-# nf_conntrack or vxlan: Docker and CNIs load them. vfat is safe here: direct kernel boot, no
-# EFI partition, and the NoCloud seed is an iso9660 `cidata` volume.
+# Filesystems, protocols and storage buses nobody on these nodes needs (HN-FS-09). Never
+# overlay, br_netfilter, nf_conntrack or vxlan: Docker and CNIs load them. vfat is safe here:
+# direct kernel boot, no EFI partition, and the NoCloud seed is an iso9660 `cidata` volume.
+# USB and FireWire storage (Lynis USB-1000, STRG-1846): a virtual node has no such devices, so
+# a driver that appears can only come from a passed-through device nobody asked for.
 BLACKLISTED_MODULES: tuple[str, ...] = (
     "cramfs",
     "freevxfs",
@@ -300,7 +302,22 @@ BLACKLISTED_MODULES: tuple[str, ...] = (
     "rds",
     "sctp",
     "tipc",
+    "usb-storage",
+    "firewire-core",
 )
+
+
+# --- SSH brute force (HN-SSH-13) ------------------------------------------------------------
+
+# QEMU user networking's gateway: every connection to a `mode: user` node arrives from it, so
+# banning it would lock out the host that owns the node (and everyone reaching it).
+USER_NET_GATEWAY = "10.0.2.2"
+
+
+def fail2ban_ignore(network: Network) -> tuple[str, ...]:
+    """Sources fail2ban never bans: loopback, and the user-mode gateway on such networks."""
+    base = ("127.0.0.1/8", "::1")
+    return (*base, USER_NET_GATEWAY) if network.mode is NetworkMode.USER else base
 
 
 # --- firewall --------------------------------------------------------------------------------
@@ -396,9 +413,16 @@ DEVIATIONS: tuple[Deviation, ...] = (
     ),
     Deviation(
         "HN-SSH-09",
-        "DEVSEC's SSH values where DEVSEC and LYNIS disagree",
-        "The node follows DEVSEC's ssh-baseline (ClientAliveCountMax 3, PrintLastLog no), so "
-        "LYNIS's alternatives (ClientAliveCountMax 2, PrintLastLog yes) are waived.",
+        "LYNIS's SSH values where DEVSEC and LYNIS disagree",
+        "The node follows Lynis (SSH-7408: ClientAliveCountMax 2, PrintLastLog yes), so "
+        "DEVSEC ssh-baseline's alternatives (ClientAliveCountMax 3, PrintLastLog no) are waived.",
+    ),
+    Deviation(
+        "HN-SSH-05",
+        "MaxSessions 4, not LYNIS's 2 (DEVSEC: 10)",
+        "The verifier runs its snapshot and both Docker probes as channels of one pinned "
+        "connection beside the check in progress, and drift its three verbs: 2 would refuse "
+        "channels, and a second login per node costs a key exchange under TCG.",
     ),
     Deviation(
         "HN-FS-01",

@@ -57,6 +57,14 @@ IMAGE = Table(
         pattern=r"^https?://\S+$",
     ),
     Setting(
+        "security_mirror",
+        Kind.STR,
+        "Debian security archive URL (default: the mirror's `-security` sibling, e.g. "
+        "http://deb.debian.org/debian-security).",
+        None,
+        pattern=r"^https?://\S+$",
+    ),
+    Setting(
         "snapshot",
         Kind.STR,
         "snapshot.debian.org timestamp for a reproducible build.",

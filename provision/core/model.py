@@ -41,6 +41,8 @@ class ImageSpec:
     kernel_flavour: str  # e.g. cloud-amd64 -> linux-image-cloud-amd64
     extra_packages: tuple[str, ...]
     source_date_epoch: int  # fixed timestamp for reproducible builds
+    # Debian's security archive; None: the mirror's `-security` sibling (image.apt.security_url).
+    security_mirror: str | None = None
 
 
 @dataclass(frozen=True)

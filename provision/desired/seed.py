@@ -18,7 +18,7 @@ from importlib.resources.abc import Traversable
 import jinja2
 import yaml
 
-from provision.baseline import hardening
+from provision.baseline import accounts, hardening
 from provision.core.model import Network, Node, SeedFile
 from provision.core.secret import Secret
 from provision.desired.hostkeys import KeyPair
@@ -84,7 +84,7 @@ HARDEN_SCRIPT = "/usr/local/sbin/provision-harden"
 ROOTLESS_SCRIPT = "/usr/local/sbin/provision-docker-rootless"
 
 
-def seed_files(node: Node) -> tuple[SeedFile, ...]:
+def seed_files(node: Node, network: Network) -> tuple[SeedFile, ...]:
     """Every file the seed writes for this node, in write order; runcmd then applies them."""
 
     def f(path: str, mode: str, template: str, **values: object) -> SeedFile:
@@ -112,6 +112,23 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
             allow_users=(node.admin.name, hardening.VERIFIER_USER),
         ),
         f("/etc/sudoers.d/10-provision-defaults", "0440", "sudoers-defaults.j2"),
+        f("/etc/security/limits.d/60-provision-core.conf", "0644", "limits-core.conf.j2"),
+        f("/etc/systemd/coredump.conf.d/60-provision.conf", "0644", "coredump.conf.j2"),
+        f("/etc/profile.d/provision-core.sh", "0644", "profile-core.sh.j2"),
+        f(
+            "/etc/security/pwquality.conf.d/60-provision.conf",
+            "0644",
+            "pwquality.conf.j2",
+            settings=accounts.PWQUALITY,
+        ),
+        f(
+            "/etc/fail2ban/jail.local",
+            "0644",
+            "fail2ban-jail.local.j2",
+            ignore=hardening.fail2ban_ignore(network),
+        ),
+        f("/etc/issue", "0644", "issue.j2", banner=accounts.LOGIN_BANNER.rstrip("\n")),
+        f("/etc/issue.net", "0644", "issue.j2", banner=accounts.LOGIN_BANNER.rstrip("\n")),
         f(
             "/etc/sudoers.d/60-provision-verifier",
             "0440",
@@ -172,6 +189,9 @@ def seed_files(node: Node) -> tuple[SeedFile, ...]:
             admin_user=node.admin.name,
             verifier_user=hardening.VERIFIER_USER,
             workload_user=node.workload_user,
+            login_defs=accounts.LOGIN_DEFS,
+            home_mode=accounts.HOME_MODE,
+            shell_timeout=accounts.SHELL_TIMEOUT_S,
         )
     )
     return tuple(files)
@@ -198,7 +218,7 @@ def render_seed(
     """The node's seed. Without `verifier_key` the verifier account exists but cannot log in.
 
     `extra`: role files (Kubernetes: provision.k8s_seed), written after the hardening set."""
-    files = (*seed_files(node), *extra)
+    files = (*seed_files(node, network), *extra)
     user_data = render_template(
         "user-data.yaml.j2",
         inventory=inventory,

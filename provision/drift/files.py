@@ -74,6 +74,9 @@ ALLOW: tuple[str, ...] = (
 EXPECTED_MODES: Mapping[str, int] = {
     "/etc/ssh/sshd_config": 0o600,  # provision-harden: only root reads sshd's configuration
     "/etc/sudoers.d": 0o750,  # cloud-init (ensure_sudo_dir) when it writes the admin's rule
+    # provision-harden: cron files are root-only whether or not a cron daemon is installed
+    **{f"/etc/cron.{d}": 0o700 for d in ("hourly", "daily", "weekly", "monthly", "yearly", "d")},
+    "/etc/crontab": 0o600,
 }
 # Image files first boot rewrites: their new content is a function of the image's (which the
 # file list holds only as a hash) and of the boot, so size, mtime and sha256 may differ; type,
@@ -81,7 +84,9 @@ EXPECTED_MODES: Mapping[str, int] = {
 # login.defs, audit rules).
 FIRST_BOOT_EDITS: Mapping[str, str] = {
     "/etc/fstab": "provision-harden: /tmp, /dev/shm and /dev mount options",
-    "/etc/login.defs": "provision-harden: UMASK and password ageing",
+    "/etc/login.defs": "provision-harden: UMASK, password ageing, hashing rounds, HOME_MODE",
+    "/etc/profile": "provision-harden: the idle-shell TMOUT block",
+    "/etc/default/sysstat": 'provision-harden: ENABLED="true"',
     "/etc/audit/audit.rules": "provision-harden: augenrules --load from rules.d",
     "/etc/machine-id": "systemd: the node's own id (empty in the image)",
     "/etc/resolv.conf": "the DHCP client: the node's resolver (empty in the image)",

@@ -26,9 +26,10 @@ from typing import Any
 from provision.boundary.process import run
 from provision.core.errors import ImageError
 from provision.core.model import ImageSpec
+from provision.image import aide, apt
 from provision.image import files as file_list
 
-BUILDER_VERSION = "3"  # bump when the recipe below changes: every cached image is then stale
+BUILDER_VERSION = "4"  # bump when the recipe below changes: every cached image is then stale
 
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
@@ -63,7 +64,26 @@ BASE_PACKAGES: tuple[str, ...] = (
     "socat",
     "ethtool",
     "openssl",
+    # Integrity and accounting (HN-FS-11, HN-LOG-07): AIDE's database is made at build time;
+    # debsums checks package files against dpkg's md5sums; acct and sysstat keep the process
+    # and load history an incident needs.
+    "aide",
+    "aide-common",  # the daily check timer and /var/lib/aide (only recommended by aide)
+    "debsums",
+    "acct",
+    "sysstat",
+    # PAM (HN-USR-10/11): password quality for any password ever set, a private $TMPDIR per
+    # login. Their package scripts add them to common-password and common-session.
+    "libpam-pwquality",
+    "libpam-tmpdir",
+    # SSH brute force (HN-SSH-13): fail2ban reads sshd from the journal (python3-systemd) and
+    # bans through nftables in its own table.
+    "fail2ban",
+    "python3-systemd",
+    # After an emergency in-place upgrade, which daemons still run the old libraries.
+    "needrestart",
 )
+
 
 # files.json.gz (provision/image/files.py): the rootfs file list drift compares a node against.
 ARTIFACTS = ("rootfs.qcow2", "vmlinuz", "initrd.img", "sbom.cdx.json", file_list.FILES_ARTIFACT)
@@ -87,6 +107,9 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     packages: tuple[tuple[str, str, str], ...]
     inputs: dict[str, Any]
+    # (package, suite it was installed from): the suite, -updates or -security (HN-SC-05).
+    origins: tuple[tuple[str, str], ...] = ()
+    aide_db_sha256: str = ""  # the AIDE database made at build time (HN-FS-11)
 
     def digest(self, name: str) -> str:
         for a in self.artifacts:
@@ -103,6 +126,8 @@ class Manifest:
             "artifacts": [a.__dict__ for a in self.artifacts],
             "packages": [list(p) for p in self.packages],
             "inputs": self.inputs,
+            "origins": [list(o) for o in self.origins],
+            "aide_db_sha256": self.aide_db_sha256,
         }
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -117,6 +142,9 @@ class Manifest:
             artifacts=tuple(Artifact(**a) for a in doc["artifacts"]),
             packages=tuple((p[0], p[1], p[2]) for p in doc["packages"]),
             inputs=doc["inputs"],
+            # Older manifests have neither: their images predate the security sources.
+            origins=tuple((o[0], o[1]) for o in doc.get("origins", ())),
+            aide_db_sha256=doc.get("aide_db_sha256", ""),
         )
 
 
@@ -126,18 +154,15 @@ def packages(spec: ImageSpec) -> tuple[str, ...]:
     )
 
 
-def mirror_url(spec: ImageSpec) -> str:
-    if spec.snapshot:
-        return f"http://snapshot.debian.org/archive/debian/{spec.snapshot}"
-    return spec.mirror
-
-
 def inputs(spec: ImageSpec) -> dict[str, Any]:
     """Everything that decides the image's content (the name does not)."""
     return {
         "builder": BUILDER_VERSION,
         "suite": spec.suite,
-        "mirror": mirror_url(spec),
+        "mirror": apt.mirror_url(spec),
+        "sources": list(apt.sources(spec)),
+        # The AIDE policy is baked into the image with its database: a change means a rebuild.
+        "aide_conf_sha256": hashlib.sha256(aide.conf().encode()).hexdigest(),
         "snapshot": spec.snapshot,
         "packages": list(packages(spec)),
         "source_date_epoch": spec.source_date_epoch,
@@ -305,7 +330,7 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
         "LC_ALL": "C.UTF-8",
     }
     pkgs = packages(spec)
-    progress(f"mmdebstrap {spec.suite}: {len(pkgs)} packages from {mirror_url(spec)}")
+    progress(f"mmdebstrap {spec.suite}: {len(pkgs)} packages from {', '.join(apt.suites(spec))}")
     run(
         [
             "mmdebstrap",
@@ -316,20 +341,28 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
             # Documentation is dead weight on a node; the copyright files (licences) stay.
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            # The package indexes say which suite each package came from (package_origins);
+            # _scrub removes them afterwards.
+            "--skip=cleanup/apt/lists",
             spec.suite,
             rootfs,
-            mirror_url(spec),
+            *apt.sources(spec),
         ],
         env=env,
         timeout=3600,
     )
+    progress("initialising the AIDE database of /usr and /boot")
+    aide_db_sha256 = aide.initialise(rootfs, env)
+    installed = _dpkg_list(rootfs)
+    origins = apt.package_origins(installed, apt.indexes(rootfs / "var/lib/apt/lists"))
+    security = sum(1 for _, suite in origins if suite.endswith("-security"))
+    progress(f"{len(origins)} packages, {security} of them from {spec.suite}-security")
     progress("scrubbing identity and caches")
     _scrub(rootfs)
     # The rootfs is final here: recorded before mkfs.ext4 copies it (modes, owners and mtimes
     # survive the copy) and it is removed.
     count = file_list.write_files_list(rootfs, work / file_list.FILES_ARTIFACT)
     progress(f"recorded {count} files under {', '.join(file_list.ROOTS)}")
-    installed = _dpkg_list(rootfs)
     kernel_version = _copy_kernel(rootfs, work)
     progress(f"kernel {kernel_version}; making the ext4 root filesystem")
     raw = work / "rootfs.raw"
@@ -377,6 +410,8 @@ def _build(spec: ImageSpec, work: Path, progress: Progress) -> Manifest:
         ),
         packages=installed,
         inputs=inputs(spec),
+        origins=origins,
+        aide_db_sha256=aide_db_sha256,
     )
     (work / "manifest.json").write_text(manifest.to_json())
     return manifest

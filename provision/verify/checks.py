@@ -170,12 +170,6 @@ NOT_APPLICABLE: tuple[NotApplicable, ...] = (
         frozenset({"all"}),
         "optional Lynis second opinion: Lynis is not in the golden image's package set",
     ),
-    NotApplicable(
-        "HN-USR-10",
-        frozenset({"all"}),
-        "no account on the node has a usable password (all locked, SSH key-only: HN-USR-02, "
-        "HN-USR-05, HN-SSH-02 check that), so PAM lockout and quality have nothing to guard",
-    ),
     NotApplicable("HN-SC-01", frozenset({"all"}), SUPPLY_CHAIN),
     NotApplicable("HN-SC-02", frozenset({"all"}), SUPPLY_CHAIN),
     NotApplicable("HN-SC-03", frozenset({"all"}), SUPPLY_CHAIN),

@@ -137,6 +137,8 @@ def _needs(cmd: str) -> str:
         verb = " ".join(words[3:])
         if words[3] == "docker-probe":
             return f"the {' '.join(words[4:])} container probe (`{verb}` starts a container)"
+        if words[3] == "aide-check":
+            return "AIDE's check of the image's files (`aide-check` hashes /usr and /boot)"
         return f"the facts helper's `{verb}`, which the snapshot does not hold"
     return f"`{cmd}` run on the node"
 

@@ -73,6 +73,12 @@ PROBE_MODULES = frozenset(
 )
 
 
+# Verbs kept out of the snapshot because they take long (they start containers, or hash the
+# image's files): each runs on a channel of its own, started with the snapshot.
+STARTED_VERBS = frozenset({"docker-probe", "aide-check"})
+AIDE_CHECK_ID = "HN-FS-11"  # the check that reads aide-check
+
+
 def helper_command(verb: str, *args: str) -> str:
     return shlex.join(["sudo", "-n", hardening.FACTS_HELPER, verb, *args])
 
@@ -80,8 +86,9 @@ def helper_command(verb: str, *args: str) -> str:
 class Facts:
     """Root-only facts through the node's facts helper, the verifier account's only sudo right.
 
-    Verbs are served from the node's one snapshot when it holds them; `docker-probe` from its own
-    concurrent run; anything else (a path only known at run time) from one helper call, cached.
+    Verbs are served from the node's one snapshot when it holds them; `docker-probe` and
+    `aide-check` (STARTED_VERBS) from their own concurrent runs; anything else (a path only
+    known at run time) from one helper call, cached.
     """
 
     def __init__(self, host: Host) -> None:
@@ -141,8 +148,12 @@ class Facts:
             self._cache[key] = part.stdout
         return self._cache[key]
 
+    def part(self, verb: str, *args: str) -> Part:
+        """A verb's whole answer, for a verb whose non-zero exit is evidence (aide-check)."""
+        return self._part(verb, *args)
+
     def _part(self, verb: str, *args: str) -> Part:
-        if verb == "docker-probe":
+        if verb in STARTED_VERBS:
             return self._answer(verb, *args)
         found = self.snapshot.verb(verb, *args)
         return found if found is not None else self._call(verb, *args)
@@ -272,6 +283,8 @@ class Plugin:
         if not runnable:
             return
         keys: list[tuple[str, ...]] = [("snapshot",)]
+        if any(_hn(i) == AIDE_CHECK_ID for i in runnable):
+            keys.append(("aide-check",))
         if any(_module(i) in PROBE_MODULES for i in runnable):
             keys += [
                 ("docker-probe", m) for m in ("rootful", "rootless") if m in self._profile.roles
@@ -344,6 +357,11 @@ def failure_verdict(exc: BaseException | None) -> tuple[Status, str]:
     if isinstance(exc, Inconclusive):
         return Status.WARN, _short(str(exc))
     return Status.ERROR, _short(f"{type(exc).__name__}: {exc}")
+
+
+def _hn(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("hn")
+    return str(marker.args[0]) if marker is not None else ""
 
 
 def _module(item: pytest.Item) -> str:

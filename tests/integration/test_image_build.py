@@ -12,7 +12,7 @@ import pytest
 
 from provision.boundary.process import run
 from provision.config import inventory
-from provision.image import image, store
+from provision.image import apt, image, store
 from provision.image.files import FILES_ARTIFACT, image_files
 from tests.integration.conftest import ROOT, STATE
 
@@ -40,8 +40,41 @@ def test_manifest_matches_the_files(golden_image: image.Manifest, golden_dir: Pa
         "busybox-static",
         "python3",
         "containerd",
+        "aide",
+        "debsums",
+        "acct",
+        "sysstat",
+        "libpam-pwquality",
+        "libpam-tmpdir",
     ):
         assert pkg in installed, pkg
+
+
+def test_every_package_has_its_suite_and_fixes_come_from_security(
+    golden_image: image.Manifest,
+) -> None:
+    origins = dict(golden_image.origins)
+    assert set(origins) == {p[0] for p in golden_image.packages}
+    suites = set(origins.values())
+    assert suites <= {"bookworm", "bookworm-updates", "bookworm-security"}, suites
+    # Between point releases -security always carries something an image needs (OpenSSL,
+    # OpenSSH, the kernel...); an image built from the release alone would have none.
+    assert "bookworm-security" in suites, suites
+
+
+def test_the_aide_database_is_the_one_the_manifest_names(
+    golden_image: image.Manifest, golden_dir: Path, tmp_path: Path
+) -> None:
+    raw = tmp_path / "root.raw"
+    run(["qemu-img", "convert", "-O", "raw", golden_dir / "rootfs.qcow2", raw])
+    db = tmp_path / "aide.db"
+    run(["debugfs", "-R", f"dump -p /var/lib/aide/aide.db {db}", raw])
+    assert image.sha256_file(db) == golden_image.aide_db_sha256
+    assert db.stat().st_mode & 0o777 == 0o600
+    sources = run(["debugfs", "-R", "cat /etc/apt/sources.list", raw]).stdout
+    assert [line for line in sources.splitlines() if line.startswith("deb ")] == list(
+        apt.sources(inventory.load(ROOT / "inventories/local.yaml").image)
+    )
 
 
 def test_rootfs_is_a_qcow2_with_an_ext4_filesystem(golden_dir: Path) -> None:

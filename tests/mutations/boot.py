@@ -5,7 +5,7 @@ or added at runtime also fails HN-BOOT-02's "the running kernel got exactly the 
 
 from __future__ import annotations
 
-from tests.mutations import Edit, answer, both, content, mutation
+from tests.mutations import Edit, answer, both, content, mutation, replace
 from tests.mutations.sysctls import K8S, k8s_node
 
 CMDLINE = "/proc/cmdline"
@@ -77,5 +77,15 @@ MUTATIONS = [
         also="HN-K8S-14",
         setup=k8s_node,
         roles=K8S,
+    ),
+    mutation(
+        "HN-BOOT-12",
+        "the firewall unit's sandboxing removed",
+        replace(
+            "commands",
+            "unit-security provision-firewall",
+            "provision-firewall.service: 1.8",
+            "provision-firewall.service: 9.6",
+        ),
     ),
 ]

@@ -26,8 +26,8 @@ def info(old: str, new: str) -> Edit:
 
 def listen_tcp(port: int) -> Edit:
     """A TCP listener on every address, as `ss -Hltn` and `ss --numeric --listening` show it."""
-    tln = "LISTEN 0      4096   127.0.0.1:35897"
-    listening = "tcp   LISTEN 0      4096" + " " * 38 + "127.0.0.1:35897"
+    tln = "LISTEN 0      4096   127.0.0.1:34933"
+    listening = "tcp   LISTEN 0      4096" + " " * 38 + "127.0.0.1:34933"
     added = f"LISTEN 0      4096   *:{port}   *:*\n"
     return both(
         replace("commands", "ss-tln", tln, added + tln),
@@ -64,7 +64,7 @@ DAEMON_DOWN = both(
     drop_lines(
         ("commands", "ss-listening"),
         "/var/run/docker/metrics.sock",
-        "/var/run/docker/libnetwork/d04de436c3bc.sock",
+        "/var/run/docker/libnetwork/abab58ef357e.sock",
     ),
 )
 # Every id whose evidence is the running daemon: its info, its containers, its probe, its tables.
@@ -90,8 +90,8 @@ MUTATIONS = [
         "HN-DKR-01",
         "daemon.json changed after dockerd started (no restart)",
         both(
-            stat(DAEMON_JSON, mtime=1796120567),
-            replace("commands", "dockerd-age", " 1796119784 ", " 1796120567 "),
+            stat(DAEMON_JSON, mtime=1796168000),
+            replace("commands", "dockerd-age", " 1796167693 ", " 1796168000 "),
         ),
     ),
     mutation(

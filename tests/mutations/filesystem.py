@@ -124,6 +124,23 @@ def find_stat(old: str, new: str) -> Edit:
     return replace("verbs", K8S_TREES, old, new)
 
 
+# --- AIDE finds changes (HN-FS-11) ----------------------------------------------------------
+
+
+def aide_reports(rc: int, entry: str) -> Edit:
+    """`aide --check` exits rc (a bit each for added, removed, changed) listing one entry."""
+
+    def edit(rec: Recording) -> None:
+        rec.aide_exit = rc
+        rec.aide = (
+            "AIDE found differences between database and filesystem!!\n\n"
+            "---------------------------------------------------\n"
+            f"Changed entries:\n---------------------------------------------------\n\n{entry}\n"
+        )
+
+    return edit
+
+
 # --- cron installed (HN-FS-10) ---------------------------------------------------------------
 
 
@@ -262,8 +279,8 @@ MUTATIONS = [
         replace(
             "commands",
             "modprobe cramfs",
-            "install /bin/false \n",
-            "insmod /lib/modules/6.1.0-50-cloud-amd64/kernel/fs/cramfs/cramfs.ko \n",
+            "install /bin/true \n",
+            "insmod /lib/modules/6.1.0-57-cloud-amd64/kernel/fs/cramfs/cramfs.ko \n",
         ),
     ),
     mutation(
@@ -279,5 +296,21 @@ MUTATIONS = [
         "/etc/crontab 644 (the package's mode)",
         stat("/etc/crontab", mode=0o644),
         setup=cron_installed,
+    ),
+    mutation(
+        "HN-FS-11",
+        "a binary below /usr changed since the image was built",
+        aide_reports(4, "f   ...    . C: /usr/bin/sudo"),
+    ),
+    mutation(
+        "HN-FS-11",
+        "a file added below /usr",
+        aide_reports(1, "f++++++++++++++++: /usr/lib/x86_64-linux-gnu/.hidden.so"),
+    ),
+    mutation("HN-FS-11", "aide.db readable by all", stat("/var/lib/aide/aide.db", mode=0o644)),
+    mutation(
+        "HN-FS-11",
+        "aide.conf checks files without sha256",
+        content("/etc/aide/aide.conf", "+sha256", ""),
     ),
 ]

@@ -45,7 +45,7 @@ MUTATIONS = [
     _k8s(
         "HN-K8S-14",
         "hostname not a DNS label",
-        replace("commands", "hostname", "pv-snap-node1", "pv_snap_node1"),
+        replace("commands", "hostname", "pvdev5", "pv_dev5"),
     ),
     _k8s(
         "HN-K8S-14",

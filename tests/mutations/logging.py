@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.mutations import Edit, mutation, replace, stat
+from tests.mutations import Edit, answer, content, mutation, replace, stat
 from tests.mutations.boot import command
 from tests.recording import Recording
 
@@ -96,5 +96,15 @@ MUTATIONS = [
         "HN-LOG-05",
         "a private key in cloud-init-output.log",
         leaked("/var/log/cloud-init-output.log"),
+    ),
+    mutation(
+        "HN-LOG-07",
+        "process accounting stopped",
+        answer("commands", "is-active acct", 3, "inactive\n"),
+    ),
+    mutation(
+        "HN-LOG-07",
+        "sysstat's collection disabled",
+        content("/etc/default/sysstat", 'ENABLED="true"', 'ENABLED="false"'),
     ),
 ]

@@ -4,7 +4,7 @@ Each mutation is what a drop-in read before provision's, a re-keyed node or a pa
 would leave behind; `sshd -T` is the `sshd verifier` verb.
 """
 
-from tests.mutations import Edit, both, mutation, replace, stat
+from tests.mutations import Edit, answer, both, mutation, replace, stat
 from tests.recording import Recording
 
 SSHD = ("verbs", "sshd verifier")
@@ -77,8 +77,8 @@ MUTATIONS = [
             replace(
                 "verbs",
                 "host-keys",
-                "M00U\n",
-                "M00U\n/etc/ssh/ssh_host_rsa_key.pub ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7\n",
+                "IYIVa\n",
+                "IYIVa\n/etc/ssh/ssh_host_rsa_key.pub ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7\n",
             ),
         ),
         also="HN-VM-03",  # its host-keys part now lists the rsa key too: not fresh per node
@@ -89,6 +89,14 @@ MUTATIONS = [
         sshd("hostkeyalgorithms ssh-ed25519", "hostkeyalgorithms ssh-ed25519,rsa-sha2-512"),
     ),
     mutation("HN-SSH-09", "LogLevel INFO", sshd("loglevel VERBOSE", "loglevel INFO")),
+    mutation(
+        "HN-SSH-09",
+        "ClientAliveCountMax 3 (DEVSEC's)",
+        sshd("clientalivecountmax 2", "clientalivecountmax 3"),
+    ),
+    mutation("HN-SSH-09", "PrintLastLog no", sshd("printlastlog yes", "printlastlog no")),
+    mutation("HN-SSH-09", "Compression yes", sshd("compression no", "compression yes")),
+    mutation("HN-SSH-05", "MaxSessions 10", sshd("maxsessions 4", "maxsessions 10")),
     mutation(
         "HN-SSH-10",
         "sshd_config 644 (the package's mode)",
@@ -105,10 +113,20 @@ MUTATIONS = [
         replace(
             "verbs",
             "host-keys",
-            "AAAAC3NzaC1lZDI1NTE5AAAAIHjGhqxiK4SgArXZIIgrRcOP1TvUQA0AEZJ4ianVM00U",
+            "AAAAC3NzaC1lZDI1NTE5AAAAIGXu3Da10Zra6sSNewTxFAljFeGpd+te2emC1lcIYIVa",
             "AAAAC3NzaC1lZDI1NTE5AAAAIE8Kq3wF2nX9b7yZcR1pLmT4vHs6dJ0uQaGkNfYxWo3B",
         ),
         also="HN-VM-03",  # the same fact: the key the provisioner generated and pinned
     ),
     mutation("HN-SSH-09", "DebianBanner yes", _banner("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3")),
+    mutation(
+        "HN-SSH-13",
+        "fail2ban stopped",
+        answer("commands", "is-active fail2ban", 3, "inactive\n"),
+    ),
+    mutation(
+        "HN-SSH-13",
+        "the sshd jail allows 10 failures",
+        replace("commands", "fail2ban-sshd", "\n5\n", "\n10\n"),
+    ),
 ]

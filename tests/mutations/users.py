@@ -124,4 +124,46 @@ MUTATIONS = [
         a_file("/home/ops/.netrc", 0o600, user="ops", group="ops", uid=1000, gid=1000),
     ),
     mutation("HN-USR-09", "/etc/hosts.equiv", a_file("/etc/hosts.equiv", 0o644)),
+    mutation(
+        "HN-USR-10",
+        "pam_pwquality gone from common-password",
+        content("/etc/pam.d/common-password", "pam_pwquality.so", "pam_permit.so"),
+    ),
+    mutation(
+        "HN-USR-10",
+        "a later pwquality file lowers minlen",
+        replace("commands", "pwquality-config", "minlen = 14\n", "minlen = 14\nminlen = 8\n"),
+    ),
+    mutation(
+        "HN-USR-10",
+        "pam_tmpdir gone from common-session",
+        content("/etc/pam.d/common-session", "pam_tmpdir.so", "pam_env.so"),
+    ),
+    mutation(
+        "HN-USR-11",
+        "a session may dump core",
+        replace("commands", "ulimit-core", "0\n0\n", "unlimited\n0\n"),
+    ),
+    mutation(
+        "HN-USR-11",
+        "systemd-coredump would store dumps",
+        replace("commands", "coredump-config", "Storage=none", "Storage=external"),
+    ),
+    mutation("HN-USR-12", "the workload user's home 0755", stat("/home/app", mode=0o755)),
+    mutation(
+        "HN-USR-12",
+        "the admin's home owned by root",
+        stat("/home/ops", user="root", group="root", uid=0, gid=0),
+    ),
+    mutation(
+        "HN-USR-13",
+        "/etc/issue.net names the OS",
+        content("/etc/issue.net", "Authorized access only.", "Debian GNU/Linux 12. Authorized."),
+    ),
+    mutation(
+        "HN-USR-13",
+        "/etc/issue is Debian's",
+        lambda rec: rec.file("/etc/issue").update(content="Debian GNU/Linux 12 \\n \\l\n\n"),
+    ),
+    mutation("HN-USR-14", "TMOUT not readonly", content("/etc/profile", "readonly TMOUT\n", "")),
 ]

@@ -62,7 +62,7 @@ MUTATIONS = [
         "HN-VM-03",
         "host key re-generated",
         replace(
-            "verbs", "host-keys", "AAAAC3NzaC1lZDI1NTE5AAAAIHjG", "AAAAC3NzaC1lZDI1NTE5AAAAIXXX"
+            "verbs", "host-keys", "AAAAC3NzaC1lZDI1NTE5AAAAIGXu", "AAAAC3NzaC1lZDI1NTE5AAAAIXXX"
         ),
         also="HN-SSH-12",
     ),
@@ -83,4 +83,25 @@ MUTATIONS = [
         command("apt-trusted", "/etc/apt/sources.list.d/docker.list\n"),
     ),
     mutation("HN-SC-05", "debian-archive-keyring missing", file_fact(KEYRING, ABSENT)),
+    mutation(
+        "HN-SC-05",
+        "no bookworm-security source",
+        lambda rec: rec.part("commands", "apt-sources").update(
+            stdout="".join(
+                line + "\n"
+                for line in rec.part("commands", "apt-sources")["stdout"].splitlines()
+                if "bookworm-security" not in line
+            )
+        ),
+    ),
+    mutation(
+        "HN-SC-05",
+        "an unsigned bookworm-updates source",
+        replace(
+            "commands",
+            "apt-sources",
+            f"deb [signed-by={KEYRING}] http://deb.debian.org/debian bookworm-updates",
+            "deb http://deb.debian.org/debian bookworm-updates",
+        ),
+    ),
 ]

@@ -6,10 +6,12 @@ line is read from /proc/cmdline and compared with what the domain gives it.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from provision.verify.checks import Inconclusive, check
-from provision.verify.plugin import Profile
+from provision.verify.plugin import FactsError, Profile
 from provision.verify.snapshot import Snapshot
 
 CMDLINE_FIX = (
@@ -215,3 +217,27 @@ def test_cgroup_v2(snap: Snapshot, node: Profile) -> None:
     if "k8s" in node.roles:
         swaps = str(snap.file("/proc/swaps").content_string).splitlines()[1:]
         assert not swaps, f"swap is on: {swaps}"
+
+
+# --- HN-BOOT-12 sandboxed units --------------------------------------------------------------
+
+EXPOSURE = re.compile(r"Overall exposure level for (\S+): ([0-9.]+)")
+MAX_EXPOSURE = 2.0  # systemd-analyze's "OK" band ends at 3.9; ours measured 1.8
+
+
+@check(
+    "HN-BOOT-12",
+    "Ensure the units provision adds are sandboxed (systemd-analyze security exposure <= 2.0)",
+    level="L2",
+    severity="low",
+    remediation="cloudinit/provision-firewall.service.j2 carries the sandboxing directives; "
+    "re-provision the node, or restore the unit and `systemctl daemon-reload`.",
+)
+@pytest.mark.parametrize("unit", ["provision-firewall"])
+def test_unit_sandboxed(snap: Snapshot, unit: str) -> None:
+    part = snap.run(f"unit-security {unit}")
+    found = EXPOSURE.search(part.stdout)
+    if found is None:
+        raise FactsError(f"systemd-analyze security {unit} gave no exposure: {part.stderr[-300:]}")
+    level = float(found.group(2))
+    assert level <= MAX_EXPOSURE, f"{unit}.service exposure {level} (at most {MAX_EXPOSURE})"

@@ -155,3 +155,24 @@ def test_cloud_init_clean(snap: Snapshot, facts: Facts) -> None:
         assert f.mode & 0o037 == 0, f"{path} is {f.mode:o}, expected 0640 or stricter"
     leaks = facts("cloud-init-secrets").split()
     assert not leaks, f"private key material in {leaks}"
+
+
+@check(
+    "HN-LOG-07",
+    "Ensure process accounting and sysstat's activity history are collected",
+    level="L2",
+    severity="low",
+    remediation="acct and sysstat are in the golden image; provision-harden sets "
+    '/etc/default/sysstat ENABLED="true" and enables both services.',
+)
+@pytest.mark.parametrize("unit", ["acct", "sysstat"])
+def test_accounting(snap: Snapshot, unit: str) -> None:
+    service = snap.service(unit)
+    assert service.is_enabled, f"{unit} is not enabled"
+    assert service.is_running, f"{unit} is {snap.run(f'is-active {unit}').stdout.strip()}"
+    if unit == "acct":
+        assert snap.file("/var/log/account/pacct").exists, "acct writes no /var/log/account/pacct"
+    else:
+        lines = snap.file("/etc/default/sysstat").content_string.splitlines()
+        enabled = [line.split("=", 1)[1].strip() for line in lines if line.startswith("ENABLED=")]
+        assert enabled[-1:] == ['"true"'], f"/etc/default/sysstat ENABLED={enabled or 'unset'}"

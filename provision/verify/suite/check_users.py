@@ -95,6 +95,9 @@ LOGIN_DEFS = {
     "PASS_WARN_AGE": "7",
     "LOGIN_RETRIES": "5",
     "LOGIN_TIMEOUT": "60",
+    "SHA_CRYPT_MIN_ROUNDS": "100000",
+    "SHA_CRYPT_MAX_ROUNDS": "100000",
+    "HOME_MODE": "0750",
 }
 USR_05 = check(
     "HN-USR-05",
@@ -222,3 +225,180 @@ def test_no_trust_files(snap: Snapshot, node: Profile) -> None:
     candidates = [f"{h}/{name}" for h in homes for name in (".rhosts", ".netrc", ".shosts")]
     present = [c for c in candidates if snap.file(c).present]  # root's lstat, as `exists`
     assert not present, f"trust files present: {present}"
+
+
+# --- HN-USR-10 PAM password quality and private temporary directories ------------------------
+
+# Written out from the catalogue, not imported from hardening.PWQUALITY: a value dropped from
+# the renderer's table must fail here, not silently shrink the check.
+PWQUALITY = {
+    "minlen": "14",
+    "minclass": "4",
+    "maxrepeat": "3",
+    "maxsequence": "3",
+    "dictcheck": "1",
+    "enforce_for_root": "",
+}
+PAM_FIX = (
+    "libpam-pwquality and libpam-tmpdir are in the golden image (pam-auth-update adds them); "
+    "the policy is /etc/security/pwquality.conf.d/60-provision.conf from the seed."
+)
+USR_10 = check(
+    "HN-USR-10",
+    "Ensure PAM checks password quality and gives each login a private temporary directory",
+    level="L2",
+    severity="low",
+    remediation=PAM_FIX,
+)
+
+
+def pam_modules(text: str, kind: str) -> list[str]:
+    """The modules of `kind` (password, session...) a pam.d file uses, in order: comments and
+    other kinds left out, `-` (optional) prefixes dropped."""
+    found = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 3 and words[0].lstrip("-") == kind:
+            module = words[2] if not words[1].startswith("[") else _after_bracket(words)
+            found.append(module.rsplit("/", 1)[-1])
+    return found
+
+
+def _after_bracket(words: list[str]) -> str:
+    """The module after a `[value=action ...]` control, which may span several words."""
+    for i, word in enumerate(words[1:], 1):
+        if word.endswith("]"):
+            return words[i + 1] if i + 1 < len(words) else ""
+    return ""
+
+
+def pwquality_settings(text: str) -> dict[str, str]:
+    """pwquality.conf lines, later ones winning: `key = value`, or a bare `key` (a flag)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+@USR_10
+def test_pwquality_in_the_password_stack(snap: Snapshot) -> None:
+    modules = pam_modules(snap.file("/etc/pam.d/common-password").content_string, "password")
+    assert "pam_pwquality.so" in modules, f"common-password runs {modules}, no pam_pwquality"
+    assert modules.index("pam_pwquality.so") < modules.index("pam_unix.so"), (
+        "pam_pwquality runs after pam_unix: the password is stored before it is judged"
+    )
+
+
+@USR_10
+@pytest.mark.parametrize("key,value", sorted(PWQUALITY.items()))
+def test_pwquality_policy(snap: Snapshot, key: str, value: str) -> None:
+    found = pwquality_settings(snap.output("pwquality-config")).get(key)
+    assert found == value, f"pwquality {key} is {found!r}, expected {value!r}"
+
+
+@USR_10
+def test_private_tmpdir_per_session(snap: Snapshot) -> None:
+    modules = pam_modules(snap.file("/etc/pam.d/common-session").content_string, "session")
+    assert "pam_tmpdir.so" in modules, f"common-session runs {modules}, no pam_tmpdir"
+
+
+# --- HN-USR-11 core dumps --------------------------------------------------------------------
+
+USR_11 = check(
+    "HN-USR-11",
+    "Ensure no process can write a core dump",
+    level="L1",
+    severity="med",
+    remediation="/etc/security/limits.d/60-provision-core.conf (`* hard core 0`), "
+    "/etc/systemd/coredump.conf.d/60-provision.conf and /etc/profile.d/provision-core.sh "
+    "come from the seed.",
+)
+
+
+@USR_11
+def test_session_core_limit(snap: Snapshot) -> None:
+    # A sudo session runs pam_limits like a login: what limits.d gives every session.
+    hard, soft = [*snap.output("ulimit-core").split(), "?", "?"][:2]
+    assert (hard, soft) == ("0", "0"), f"a session's core limit is hard {hard}, soft {soft}"
+
+
+@USR_11
+def test_coredump_stores_nothing(snap: Snapshot) -> None:
+    settings: dict[str, str] = {}
+    for line in snap.output("coredump-config").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith(("#", ";")):
+            settings[key.strip()] = value.strip()  # later files win, as systemd reads them
+    assert settings.get("Storage") == "none", f"coredump Storage={settings.get('Storage')}"
+    assert settings.get("ProcessSizeMax") == "0", (
+        f"coredump ProcessSizeMax={settings.get('ProcessSizeMax')}"
+    )
+
+
+# --- HN-USR-12 home directories --------------------------------------------------------------
+
+
+@check(
+    "HN-USR-12",
+    "Ensure home directories are 0750 or stricter and owned by their users",
+    level="L1",
+    severity="low",
+    remediation="chmod 0750 the homes listed and chown them to their users "
+    "(provision-harden does it at first boot; login.defs HOME_MODE 0750 covers new ones).",
+)
+def test_home_directories(snap: Snapshot) -> None:
+    homes = {r[5]: r[0] for r in _passwd(snap) if len(r) > 5 and r[5].startswith("/home/")}
+    assert homes, "no account has a home under /home"
+    problems = []
+    for home, user in sorted(homes.items()):
+        f = snap.file(home)
+        if not f.exists:
+            continue  # an account without a home has nothing to expose
+        if f.mode & 0o027:
+            problems.append(f"{home} is {f.mode:o}")
+        if f.user != user:
+            problems.append(f"{home} is owned by {f.user}, not {user}")
+    assert not problems, "; ".join(problems)
+
+
+# --- HN-USR-13 legal banners -----------------------------------------------------------------
+
+# agetty escapes and words that name the system; an attacker learns nothing before logging in.
+REVEALING = ("\\s", "\\r", "\\v", "\\m", "\\n", "\\l", "Debian", "Linux", "GNU")
+
+
+@check(
+    "HN-USR-13",
+    "Ensure a legal banner before login that names no OS, version or host",
+    level="L1",
+    severity="low",
+    remediation="/etc/issue and /etc/issue.net come from the seed (hardening.LOGIN_BANNER).",
+)
+@pytest.mark.parametrize("path", ["/etc/issue", "/etc/issue.net"])
+def test_login_banner(snap: Snapshot, path: str) -> None:
+    text = snap.file(path).content_string
+    assert "authorized" in text.lower(), f"{path} has no legal banner: {text.strip()[:80]!r}"
+    shown = [w for w in REVEALING if w in text]
+    assert not shown, f"{path} tells who the system is: {shown}"
+
+
+# --- HN-USR-14 idle shells -------------------------------------------------------------------
+
+
+@check(
+    "HN-USR-14",
+    "Ensure idle interactive shells end (readonly TMOUT=900 in /etc/profile)",
+    level="L2",
+    severity="low",
+    remediation="provision-harden appends the block to /etc/profile; re-run it or re-provision.",
+)
+def test_shell_timeout(snap: Snapshot) -> None:
+    text = snap.file("/etc/profile").content_string
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    values = [line.split("=", 1)[1] for line in lines if line.startswith("TMOUT=")]
+    assert values[-1:] == ["900"], f"TMOUT is {values or 'unset'} in /etc/profile"
+    assert "readonly TMOUT" in lines, "TMOUT is not readonly: a user's shell can unset it"
+    assert "export TMOUT" in lines, "TMOUT is not exported"

@@ -71,14 +71,18 @@ def test_virtio_rng(snap: Snapshot) -> None:
     assert name.startswith("virtio_rng"), f"hardware RNG is {name!r}, not virtio-rng"
 
 
-@check(
+SC_05 = check(
     "HN-SC-05",
-    "Ensure every APT source is signed (no trusted=yes, keyrings present)",
+    "Ensure the APT sources cover the release, -updates and -security, all signed",
     level="L1",
     severity="high",
-    remediation="Remove [trusted=yes]; reference a keyring with Signed-By. Updates arrive as "
-    "golden-image rebuilds and rollouts, not apt on nodes.",
+    remediation="Reference the archive keyring with signed-by on every source and list the "
+    "release's -updates and -security suites (the golden image's sources.list does). Updates "
+    "arrive as golden-image rebuilds and rollouts, not apt on nodes.",
 )
+
+
+@SC_05
 def test_apt_sources_signed(snap: Snapshot) -> None:
     found = snap.run("apt-trusted")  # grep: 0 found, 1 none, 2 could not read
     if found.rc not in (0, 1):
@@ -88,3 +92,53 @@ def test_apt_sources_signed(snap: Snapshot) -> None:
     assert snap.file("/usr/share/keyrings/debian-archive-keyring.gpg").exists, (
         "debian-archive-keyring is missing: nothing can verify the archive"
     )
+
+
+def apt_sources(text: str) -> list[tuple[str, str, str]]:
+    """(file, suite, signed-by) of every APT source in `grep -rH '' /etc/apt/sources.list*`
+    output: one-line `deb [opts] URI SUITE COMPONENTS...` entries and deb822 stanzas."""
+    out: list[tuple[str, str, str]] = []
+    stanzas: dict[tuple[str, int], dict[str, str]] = {}
+    counters: dict[str, int] = {}
+    for row in text.splitlines():
+        path, _, line = row.partition(":")
+        body = line.split("#", 1)[0].strip()
+        if path.endswith(".sources"):
+            if not body:
+                counters[path] = counters.get(path, 0) + 1
+                continue
+            key, _, value = body.partition(":")
+            stanzas.setdefault((path, counters.get(path, 0)), {})[key.strip().lower()] = value
+            continue
+        words = body.split()
+        if not words or words[0] != "deb":
+            continue
+        opts = ""
+        if len(words) > 1 and words[1].startswith("["):
+            end = next(i for i, w in enumerate(words) if w.endswith("]"))
+            opts, words = " ".join(words[1 : end + 1]).strip("[]"), [words[0], *words[end + 1 :]]
+        signed = next((o.split("=", 1)[1] for o in opts.split() if o.startswith("signed-by=")), "")
+        if len(words) >= 3:
+            out.append((path, words[2], signed))
+    for (path, _), fields in stanzas.items():
+        if "deb" in fields.get("types", "").split():
+            for suite in fields.get("suites", "").split():
+                out.append((path, suite, fields.get("signed-by", "").strip()))
+    return out
+
+
+@SC_05
+def test_apt_sources_cover_security(snap: Snapshot) -> None:
+    part = snap.run("apt-sources")  # grep: 0 found, 1 nothing, 2 an unreadable file
+    if part.rc not in (0, 1):
+        raise FactsError(f"grep of the APT sources exited {part.rc}: {part.stderr[-300:]}")
+    sources = apt_sources(part.stdout)
+    assert sources, "no APT source at all"
+    unsigned = [f"{path}: {suite}" for path, suite, signed in sources if not signed]
+    assert not unsigned, f"APT sources without signed-by: {unsigned}"
+    suites = {suite for _, suite, _ in sources}
+    releases = {s for s in suites if "-" not in s and "/" not in s}
+    assert releases, f"no release suite among {sorted(suites)}"
+    wanted = {f"{r}{tail}" for r in releases for tail in ("-updates", "-security")}
+    missing = sorted(wanted - suites)
+    assert not missing, f"no APT source for {missing}: the node would miss their fixes"
