@@ -80,8 +80,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     # bans through nftables in its own table.
     "fail2ban",
     "python3-systemd",
-    # After an emergency in-place upgrade, which daemons still run the old libraries.
-    "needrestart",
+    # Not needrestart: it depends on binutils, an assembler and a linker on every node (Lynis
+    # HRDN-7220/7222 found them there).
 )
 
 
